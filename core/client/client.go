@@ -1,0 +1,376 @@
+// Package client runs a Mirage client session end to end: resolve the
+// server, dial the enabled transports in order, bring up the TUN device and
+// the OS network configuration from the Welcome, pump packets, and reconnect
+// with exponential backoff (1 s doubling to the configured maximum, reset
+// after a successful connection) while keeping the TUN device and routes.
+// It is OS-agnostic: the TUN constructor and the network configurator are
+// injected by the caller (mirage-helper).
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/mirage-vpn/mirage/core/config"
+	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/netcfg"
+	"github.com/mirage-vpn/mirage/core/transport/tlsx"
+	"github.com/mirage-vpn/mirage/core/tundev"
+	"github.com/mirage-vpn/mirage/core/wire"
+)
+
+// Implemented lists the transports this build can dial.
+var Implemented = map[string]bool{config.ProtoTCPTLS: true}
+
+// State of the client.
+type State int
+
+const (
+	Connecting State = iota
+	Connected
+	Reconnecting
+	Disconnected
+)
+
+func (s State) String() string {
+	return [...]string{"connecting", "connected", "reconnecting", "disconnected"}[s]
+}
+
+// Event reports a state change.
+type Event struct {
+	State     State
+	Welcome   *wire.Welcome // when Connected
+	Protocol  string        // when Connected
+	Server    string        // the address dialed
+	Err       error         // why, when Reconnecting/Disconnected
+	NextRetry time.Duration // when Reconnecting
+}
+
+// Options are the client's parts.
+type Options struct {
+	Config *config.Client
+	// CreateTUN opens the tunnel device.
+	CreateTUN func(name string, mtu int) (tundev.Device, error)
+	// Net applies addresses, routes and DNS.
+	Net netcfg.Configurator
+	// Resolve looks up the server host; nil uses net.DefaultResolver.
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+	// Dialers overrides the transports built from Config (tests).
+	Dialers []engine.Dialer
+	Logger  *slog.Logger
+	OnEvent func(Event)
+	Version string
+}
+
+// ErrRejected is returned when the server does not accept the credentials.
+var ErrRejected = engine.ErrRejected
+
+// Run connects and keeps the tunnel up until ctx is cancelled (returns nil)
+// or a non-retryable error happens (bad credentials, TUN or OS config
+// failure). Everything it changed in the OS is restored before it returns.
+func Run(ctx context.Context, o Options) (err error) {
+	cfg := o.Config
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	emit := func(e Event) {
+		if o.OnEvent != nil {
+			o.OnEvent(e)
+		}
+	}
+	if _, err := cfg.UsableProtocols(Implemented); err != nil && o.Dialers == nil {
+		return err
+	}
+	emit(Event{State: Connecting})
+
+	host, port := cfg.ServerAddr()
+	servers, err := resolve(ctx, o.Resolve, host)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", host, err)
+	}
+	target := netip.AddrPortFrom(servers[0], uint16(port))
+	dialers := o.Dialers
+	if dialers == nil {
+		if dialers, err = Dialers(cfg, target, log); err != nil {
+			return err
+		}
+	}
+
+	maxBackoff := time.Duration(cfg.Connection.ReconnectMaxBackoffS) * time.Second
+	if maxBackoff <= 0 {
+		maxBackoff = 32 * time.Second
+	}
+	params := engine.SessionParams{
+		Dialers:          dialers,
+		Username:         cfg.Authentication.Username,
+		Password:         cfg.Authentication.Password,
+		Parallel:         max(cfg.Connection.ParallelConnections, 1),
+		HandshakeTimeout: time.Duration(cfg.Connection.HandshakeTimeoutS) * time.Second,
+		Keepalive:        time.Duration(cfg.Connection.KeepaliveS) * time.Second,
+		ClientVersion:    o.Version,
+		Logger:           log,
+	}
+
+	var (
+		dev     tundev.Device
+		tunnel  *engine.Tunnel
+		applied *netcfg.Config
+	)
+	defer func() {
+		if applied != nil {
+			if cerr := o.Net.Close(); cerr != nil {
+				log.Error("restore network configuration", "err", cerr)
+				err = errors.Join(err, cerr)
+			}
+		}
+		if dev != nil {
+			dev.Close()
+		}
+		emit(Event{State: Disconnected, Err: err})
+	}()
+
+	backoff := time.Second
+	for {
+		// Each dial and handshake has its own timeout (connect_timeout_s,
+		// handshake_timeout_s).
+		sess, derr := engine.DialSession(ctx, params)
+		if ctx.Err() != nil {
+			if sess != nil {
+				sess.Close()
+			}
+			return nil
+		}
+		if derr != nil {
+			if errors.Is(derr, engine.ErrRejected) {
+				if params.Ticket != nil {
+					// The ticket may have been refused (server restarted);
+					// the password is sent too, so this is final.
+					log.Debug("rejected with ticket and password")
+				}
+				return engine.ErrRejected
+			}
+			log.Warn("connect failed", "server", target, "err", derr, "retry_in", backoff)
+			emit(Event{State: Reconnecting, Err: derr, NextRetry: backoff, Server: target.String()})
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		w := sess.Welcome
+		if dev == nil {
+			mtu := cfg.Connection.MTU
+			if mtu == 0 {
+				mtu = int(w.MTU)
+			}
+			if mtu == 0 {
+				mtu = 1420
+			}
+			if dev, err = o.CreateTUN(cfg.Network.InterfaceName, mtu); err != nil {
+				sess.Close()
+				return fmt.Errorf("create tun %s: %w", cfg.Network.InterfaceName, err)
+			}
+			tunnel = engine.NewTunnel(dev, log)
+			go func() {
+				if err := tunnel.Run(); err != nil {
+					log.Error("tun read", "err", err)
+				}
+			}()
+		}
+		name, _ := dev.Name()
+		mtu, _ := dev.MTU()
+		nc, err := netConfig(cfg, w, name, mtu, servers)
+		if err != nil {
+			sess.Close()
+			return err
+		}
+		if applied == nil || !equalConfig(*applied, nc) {
+			applied = &nc
+			if err := o.Net.Set(nc); err != nil {
+				sess.Close()
+				return fmt.Errorf("configure network: %w", err)
+			}
+		}
+		sess.Start(dev)
+		tunnel.Attach(sess)
+		backoff = time.Second
+		params.Ticket = w.Ticket
+		params.Request = params.Request[:0]
+		for _, p := range w.ClientAddrs {
+			params.Request = append(params.Request, p.Addr())
+		}
+		log.Info("connected", "transport", sess.Protocol, "server", target, "addrs", w.ClientAddrs)
+		emit(Event{State: Connected, Welcome: w, Protocol: sess.Protocol, Server: target.String()})
+
+		select {
+		case <-ctx.Done():
+			tunnel.Attach(nil)
+			sess.Close()
+			return nil
+		case <-sess.Done():
+			tunnel.Attach(nil)
+			log.Warn("connection lost", "err", sess.Err())
+			emit(Event{State: Reconnecting, Err: sess.Err(), NextRetry: 0, Server: target.String()})
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func resolve(ctx context.Context, fn func(context.Context, string) ([]netip.Addr, error), host string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a.Unmap()}, nil
+	}
+	if fn == nil {
+		fn = func(ctx context.Context, h string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	as, err := fn(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	if len(as) == 0 {
+		return nil, errors.New("no addresses")
+	}
+	out := make([]netip.Addr, len(as))
+	for i, a := range as {
+		out[i] = a.Unmap()
+	}
+	return out, nil
+}
+
+// netConfig turns a Welcome and the profile into the OS configuration.
+func netConfig(cfg *config.Client, w *wire.Welcome, name string, mtu int, servers []netip.Addr) (netcfg.Config, error) {
+	nc := netcfg.Config{Interface: name, Addrs: w.ClientAddrs, MTU: mtu, Bypass: servers}
+	routes, err := cfg.RoutePrefixes()
+	if err != nil {
+		return nc, err
+	}
+	have6 := false
+	for _, p := range w.ClientAddrs {
+		if p.Addr().Is6() {
+			have6 = true
+		}
+	}
+	// Server-pushed routes first, then the profile's; IPv6 routes only when
+	// the tunnel has an IPv6 address.
+	for _, p := range append(slices.Clone(w.Routes), routes...) {
+		if p.Addr().Is6() && !have6 {
+			continue
+		}
+		if !slices.Contains(nc.Routes, p) {
+			nc.Routes = append(nc.Routes, p)
+		}
+	}
+	if nc.ExcludedRoutes, err = cfg.ExcludedPrefixes(); err != nil {
+		return nc, err
+	}
+	if cfg.Network.SetDNS {
+		dns, err := cfg.DNSAddrs()
+		if err != nil {
+			return nc, err
+		}
+		if len(dns) == 0 {
+			dns = w.DNS
+		}
+		nc.DNS = dns
+	}
+	return nc, nil
+}
+
+func equalConfig(a, b netcfg.Config) bool {
+	return a.Interface == b.Interface && a.MTU == b.MTU && slices.Equal(a.Addrs, b.Addrs) &&
+		slices.Equal(a.Routes, b.Routes) && slices.Equal(a.ExcludedRoutes, b.ExcludedRoutes) &&
+		slices.Equal(a.Bypass, b.Bypass) && slices.Equal(a.DNS, b.DNS)
+}
+
+// Dialers builds the transports of the profile, in enabled_protocols order,
+// skipping the ones this build does not implement.
+func Dialers(cfg *config.Client, target netip.AddrPort, log *slog.Logger) ([]engine.Dialer, error) {
+	protos, err := cfg.UsableProtocols(Implemented)
+	if err != nil {
+		return nil, err
+	}
+	var ds []engine.Dialer
+	for _, p := range protos {
+		switch p {
+		case config.ProtoTCPTLS:
+			pin, ok, err := cfg.Pin()
+			if err != nil {
+				return nil, err
+			}
+			o := tlsx.ClientOptions{
+				ServerName: cfg.TLSServerName(), CAFile: cfg.ResolvePath(cfg.TLS.CAFile),
+				Insecure: cfg.TLS.Insecure, Logger: log,
+			}
+			if cfg.TLS.CAFile == "" {
+				o.CAFile = ""
+			}
+			if ok {
+				o.PinnedSHA256 = pin[:]
+			}
+			ds = append(ds, &tlsDialer{addr: target.String(), opts: o, timeout: time.Duration(cfg.Connection.ConnectTimeoutS) * time.Second})
+		}
+	}
+	for _, p := range cfg.Protocols() {
+		if !Implemented[p] {
+			log.Warn("transport not available in this build yet, skipped", "transport", p)
+		}
+	}
+	return ds, nil
+}
+
+type tlsDialer struct {
+	addr    string
+	opts    tlsx.ClientOptions
+	timeout time.Duration
+}
+
+func (d *tlsDialer) Protocol() string { return config.ProtoTCPTLS }
+
+func (d *tlsDialer) Dial(ctx context.Context) (engine.Conn, error) {
+	if d.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+	}
+	c, err := tlsx.Dial(ctx, d.addr, d.opts)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// FormatConnected renders the one-line summary mirage-helper prints.
+func FormatConnected(e Event) string {
+	s := "connected"
+	for _, p := range e.Welcome.ClientAddrs {
+		if p.Addr().Is4() {
+			s += " ipv4=" + p.String()
+		} else {
+			s += " ipv6=" + p.String()
+		}
+	}
+	s += " transport=" + e.Protocol + " server=" + e.Server + " mtu=" + strconv.Itoa(int(e.Welcome.MTU))
+	return s
+}

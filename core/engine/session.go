@@ -1,0 +1,326 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mirage-vpn/mirage/core/auth"
+	"github.com/mirage-vpn/mirage/core/ippkt"
+	"github.com/mirage-vpn/mirage/core/tundev"
+	"github.com/mirage-vpn/mirage/core/wire"
+)
+
+// Stats are live counters of a tunnel, safe for concurrent use.
+type Stats struct {
+	TxBytes, RxBytes     atomic.Uint64
+	TxPackets, RxPackets atomic.Uint64
+	Drops                atomic.Uint64
+}
+
+// SessionParams say how to open a client session.
+type SessionParams struct {
+	// Dialers are tried in order (enabled_protocols); the first that
+	// completes a handshake wins.
+	Dialers  []Dialer
+	Username string
+	Password string
+	// Ticket is a resume ticket from an earlier Welcome (skips Argon2).
+	Ticket []byte
+	// Request asks for these tunnel addresses (e.g. the previous ones).
+	Request []netip.Addr
+	// Parallel is the number of connections of the session (>= 1).
+	Parallel         int
+	HandshakeTimeout time.Duration
+	// Keepalive overrides the server's interval when non-zero.
+	Keepalive     time.Duration
+	ClientVersion string
+	Logger        *slog.Logger
+}
+
+// Session is an established client session: one or more connections that
+// share the tunnel addresses from the Welcome.
+type Session struct {
+	Welcome  *wire.Welcome
+	Protocol string
+
+	links     []*link
+	log       *slog.Logger
+	stats     *Stats
+	keepalive time.Duration
+	rtt       atomic.Int64 // nanoseconds, last measured
+
+	done    chan struct{}
+	errOnce sync.Once
+	err     error
+}
+
+// link is one connection of a session.
+type link struct {
+	c   Conn
+	r   *wire.Reader
+	wmu sync.Mutex
+	// out is the batch being assembled by the single sending goroutine.
+	out []byte
+}
+
+func (l *link) write(b []byte) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	_, err := l.c.Write(b)
+	return err
+}
+
+// DialSession connects, authenticates and (for Parallel > 1) joins the extra
+// connections to the session.
+func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
+	if len(p.Dialers) == 0 {
+		return nil, errors.New("no transport to dial")
+	}
+	if p.Parallel < 1 {
+		p.Parallel = 1
+	}
+	if p.HandshakeTimeout == 0 {
+		p.HandshakeTimeout = 10 * time.Second
+	}
+	log := p.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hello := &wire.Hello{
+		Username: p.Username, Password: p.Password, Ticket: p.Ticket,
+		Request: p.Request, MaxFrame: wire.MaxPayload, ClientVersion: p.ClientVersion,
+	}
+	var errs []error
+	for _, d := range p.Dialers {
+		c, err := d.Dial(ctx)
+		if err != nil {
+			log.Warn("dial failed", "transport", d.Protocol(), "err", err)
+			errs = append(errs, fmt.Errorf("%s: %w", d.Protocol(), err))
+			continue
+		}
+		w, r, err := ClientHandshake(ctx, c, hello, p.HandshakeTimeout)
+		if err != nil {
+			c.Close()
+			if errors.Is(err, ErrRejected) {
+				return nil, err
+			}
+			log.Warn("handshake failed", "transport", d.Protocol(), "err", err)
+			errs = append(errs, fmt.Errorf("%s: %w", d.Protocol(), err))
+			continue
+		}
+		s := &Session{
+			Welcome: w, Protocol: d.Protocol(), log: log, stats: &Stats{},
+			links: []*link{{c: c, r: r}}, done: make(chan struct{}),
+		}
+		s.keepalive = time.Duration(w.Keepalive) * time.Second
+		if p.Keepalive > 0 {
+			s.keepalive = p.Keepalive
+		}
+		if s.keepalive <= 0 {
+			s.keepalive = 25 * time.Second
+		}
+		for i := 1; i < p.Parallel; i++ {
+			l, err := s.join(ctx, d, p)
+			if err != nil {
+				s.Close()
+				return nil, fmt.Errorf("join connection %d: %w", i+1, err)
+			}
+			s.links = append(s.links, l)
+		}
+		return s, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+// join opens one more connection and proves it belongs to this session.
+func (s *Session) join(ctx context.Context, d Dialer, p SessionParams) (*link, error) {
+	c, err := d.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ekm, err := c.ExportKeyingMaterial(JoinLabel, nil, 32)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("channel binding: %w", err)
+	}
+	proof := auth.JoinProof(s.Welcome.JoinKey[:], s.Welcome.SessionID, p.Username, ekm)
+	h := &wire.Hello{
+		Username: p.Username, Password: p.Password, Ticket: s.Welcome.Ticket,
+		Join: &wire.Join{SessionID: s.Welcome.SessionID, Proof: proof}, MaxFrame: wire.MaxPayload,
+	}
+	w, r, err := ClientHandshake(ctx, c, h, p.HandshakeTimeout)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if w.SessionID != s.Welcome.SessionID {
+		c.Close()
+		return nil, errors.New("server answered the join with another session")
+	}
+	return &link{c: c, r: r}, nil
+}
+
+// Stats returns the session's counters.
+func (s *Session) Stats() *Stats { return s.stats }
+
+// RTT returns the last keepalive round-trip time (0 before the first).
+func (s *Session) RTT() time.Duration { return time.Duration(s.rtt.Load()) }
+
+// Done is closed when the session has failed or was closed.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err is why the session ended (nil while it runs).
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+func (s *Session) fail(err error) {
+	s.errOnce.Do(func() {
+		s.err = err
+		close(s.done)
+		for _, l := range s.links {
+			l.c.Close()
+		}
+	})
+}
+
+// Close ends the session, telling the server.
+func (s *Session) Close() error {
+	for _, l := range s.links {
+		l.c.SetWriteDeadline(time.Now().Add(time.Second))
+		l.write(wire.AppendClose(nil, wire.CloseNormal, ""))
+	}
+	s.fail(errors.New("session closed"))
+	return nil
+}
+
+// Start runs the receivers (connections -> dev) and the keepalive.
+func (s *Session) Start(dev tundev.Device) {
+	for _, l := range s.links {
+		go s.receive(l, dev)
+	}
+	go s.keepaliveLoop()
+}
+
+func (s *Session) keepaliveLoop() {
+	t := time.NewTicker(s.keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			var p [8]byte
+			binary.BigEndian.PutUint64(p[:], uint64(time.Now().UnixNano()))
+			f := wire.AppendFrame(nil, wire.TypePing, p[:])
+			for _, l := range s.links {
+				l.c.SetWriteDeadline(time.Now().Add(2 * s.keepalive))
+				if err := l.write(f); err != nil {
+					s.fail(fmt.Errorf("keepalive: %w", err))
+					return
+				}
+				l.c.SetWriteDeadline(time.Time{})
+			}
+		}
+	}
+}
+
+// receive reads frames from one connection and writes DATA packets to dev in
+// batches: a batch is flushed when no further complete frame is buffered.
+func (s *Session) receive(l *link, dev tundev.Device) {
+	b := NewBatch(dev.BatchSize())
+	dead := 3 * s.keepalive
+	lastDeadline := time.Now()
+	l.c.SetReadDeadline(lastDeadline.Add(dead))
+	for {
+		f, err := l.r.Next()
+		if err != nil {
+			s.fail(fmt.Errorf("connection lost: %w", err))
+			return
+		}
+		if now := time.Now(); now.Sub(lastDeadline) > time.Second {
+			lastDeadline = now
+			l.c.SetReadDeadline(now.Add(dead))
+		}
+		switch f.Type {
+		case wire.TypeData:
+			if _, _, ok := ippkt.Addrs(f.Payload); ok {
+				b.Add(f.Payload)
+				s.stats.RxPackets.Add(1)
+				s.stats.RxBytes.Add(uint64(len(f.Payload)))
+			}
+		case wire.TypePing:
+			if len(f.Payload) <= 64 {
+				if err := l.write(wire.AppendFrame(nil, wire.TypePong, f.Payload)); err != nil {
+					s.fail(err)
+					return
+				}
+			}
+		case wire.TypePong:
+			if len(f.Payload) == 8 {
+				sent := int64(binary.BigEndian.Uint64(f.Payload))
+				if d := time.Now().UnixNano() - sent; d > 0 {
+					s.rtt.Store(d)
+				}
+			}
+		case wire.TypeClose:
+			code, msg := wire.ParseClose(f.Payload)
+			s.fail(fmt.Errorf("server closed the session (code %d) %s", code, msg))
+			return
+		}
+		if b.Len() > 0 && (b.Full() || !l.r.FrameBuffered()) {
+			if err := b.Flush(dev); err != nil {
+				s.log.Debug("tun write", "err", err)
+			}
+		}
+	}
+}
+
+// send frames a batch of packets read from the TUN and writes one buffer per
+// connection. Only the Tunnel's reader goroutine calls it.
+func (s *Session) send(bufs [][]byte, sizes []int, n int) {
+	select {
+	case <-s.done:
+		s.stats.Drops.Add(uint64(n))
+		return
+	default:
+	}
+	nl := len(s.links)
+	for i := 0; i < n; i++ {
+		p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
+		l := s.links[0]
+		if nl > 1 {
+			l = s.links[FlowHash(p)%uint32(nl)]
+		}
+		l.out = wire.AppendFrame(l.out, wire.TypeData, p)
+		s.stats.TxPackets.Add(1)
+		s.stats.TxBytes.Add(uint64(len(p)))
+	}
+	for _, l := range s.links {
+		if len(l.out) == 0 {
+			continue
+		}
+		err := l.write(l.out)
+		if cap(l.out) > 4<<20 {
+			l.out = nil
+		} else {
+			l.out = l.out[:0]
+		}
+		if err != nil {
+			s.fail(fmt.Errorf("connection lost: %w", err))
+			return
+		}
+	}
+}

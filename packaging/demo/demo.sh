@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Mirage demo: a server and a client in network namespaces on this machine.
+#
+#   cli --192.0.2.0/25-- rtr --192.0.2.128/25-- srv --203.0.113.0/24-- host
+#
+# The server generates its config, certificate and first user, the client
+# connects with the printed client.toml, then the script measures ping RTT
+# and iperf3 throughput through the tunnel and shows that host sees the
+# server's address (NAT). Everything is removed on exit, even on failure.
+# Needs root; installs iproute2, iperf3, nftables and iputils-ping if missing.
+# Only documentation address ranges (RFC 5737) and fd00::/8 are used.
+set -euo pipefail
+
+readonly NS_CLI=mirage-demo-cli NS_RTR=mirage-demo-rtr NS_SRV=mirage-demo-srv NS_HOST=mirage-demo-host
+readonly SRV_ADDR=192.0.2.130 SRV_PORT=443 HOST_ADDR=203.0.113.2 TUN_SRV=198.51.100.1
+readonly NAT_IF=to-host
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BIN="$REPO/bin"
+WORK=""
+SERVER_PID="" CLIENT_PID="" IPERF_PID=""
+START=$SECONDS
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+# stop PID: SIGTERM, then SIGKILL after 5 s.
+stop() {
+	local pid=$1 i
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local status=$?
+	set +e
+	if ((status != 0)) && [[ -n $WORK ]]; then
+		for f in server.log client.log client.out iperf3-server.log; do
+			[[ -s $WORK/$f ]] && { echo "--- last lines of $f"; tail -n 15 "$WORK/$f"; }
+		done >&2
+	fi
+	stop "$CLIENT_PID"
+	stop "$SERVER_PID"
+	stop "$IPERF_PID"
+	for ns in $NS_CLI $NS_RTR $NS_SRV $NS_HOST; do
+		ip netns del "$ns" 2>/dev/null
+		rm -rf "/etc/netns/$ns"
+	done
+	[[ -n $WORK ]] && rm -rf "$WORK"
+	if ((status != 0)); then
+		echo "demo: FAILED (exit status $status); everything was torn down" >&2
+	fi
+	exit "$status"
+}
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# wait_for SECONDS CMD...: retry CMD every 0.2 s until it succeeds or about
+# SECONDS have passed.
+wait_for() {
+	local end=$((SECONDS + $1))
+	shift
+	while ((SECONDS < end)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	return 1
+}
+
+check_root() {
+	if ((EUID != 0)); then
+		die "needs root (it creates network namespaces, TUN devices and NAT rules): sudo $0"
+	fi
+	[[ -c /dev/net/tun ]] || die "/dev/net/tun is missing (modprobe tun?)"
+}
+
+install_packages() {
+	local -A pkg_for=([ip]=iproute2 [iperf3]=iperf3 [nft]=nftables [ping]=iputils-ping)
+	local missing=() cmd
+	for cmd in "${!pkg_for[@]}"; do
+		command -v "$cmd" >/dev/null || missing+=("${pkg_for[$cmd]}")
+	done
+	((${#missing[@]} == 0)) && return 0
+	command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
+	say "Installing ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+build() {
+	command -v go >/dev/null || die "go is not in PATH (needed to build the binaries)"
+	say "Building mirage-server and mirage-helper into $BIN"
+	(cd "$REPO" && CGO_ENABLED=0 go build -o "$BIN/" ./server/cmd/mirage-server ./platform/cmd/mirage-helper)
+}
+
+topology() {
+	say "Creating namespaces $NS_CLI, $NS_RTR, $NS_SRV, $NS_HOST"
+	local ns
+	for ns in $NS_CLI $NS_RTR $NS_SRV $NS_HOST; do
+		ip netns del "$ns" 2>/dev/null || true # left over from an interrupted run
+		mkdir -p "/etc/netns/$ns"
+		echo "nameserver 192.0.2.53" >"/etc/netns/$ns/resolv.conf" # DNS changes stay in the namespace
+		ip netns add "$ns"
+		in_ns "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+		ip -n "$ns" link set lo up
+	done
+	ip -n $NS_CLI link add to-rtr type veth peer name to-cli netns $NS_RTR
+	ip -n $NS_RTR link add to-srv type veth peer name to-rtr netns $NS_SRV
+	ip -n $NS_SRV link add $NAT_IF type veth peer name to-srv netns $NS_HOST
+
+	ip -n $NS_CLI addr add 192.0.2.2/25 dev to-rtr
+	ip -n $NS_CLI addr add fd00:6d:a::2/64 dev to-rtr nodad
+	ip -n $NS_RTR addr add 192.0.2.1/25 dev to-cli
+	ip -n $NS_RTR addr add fd00:6d:a::1/64 dev to-cli nodad
+	ip -n $NS_RTR addr add 192.0.2.129/25 dev to-srv
+	ip -n $NS_RTR addr add fd00:6d:b::1/64 dev to-srv nodad
+	ip -n $NS_SRV addr add $SRV_ADDR/25 dev to-rtr
+	ip -n $NS_SRV addr add fd00:6d:b::2/64 dev to-rtr nodad
+	ip -n $NS_SRV addr add 203.0.113.1/24 dev $NAT_IF
+	ip -n $NS_SRV addr add fd00:6d:c::1/64 dev $NAT_IF nodad
+	ip -n $NS_HOST addr add $HOST_ADDR/24 dev to-srv
+	ip -n $NS_HOST addr add fd00:6d:c::2/64 dev to-srv nodad
+
+	ip -n $NS_CLI link set to-rtr up
+	ip -n $NS_RTR link set to-cli up
+	ip -n $NS_RTR link set to-srv up
+	ip -n $NS_SRV link set to-rtr up
+	ip -n $NS_SRV link set $NAT_IF up
+	ip -n $NS_HOST link set to-srv up
+
+	ip -n $NS_CLI route add default via 192.0.2.1
+	ip -n $NS_CLI -6 route add default via fd00:6d:a::1
+	ip -n $NS_SRV route add 192.0.2.0/25 via 192.0.2.129
+	ip -n $NS_SRV -6 route add fd00:6d:a::/64 via fd00:6d:b::1
+	in_ns $NS_RTR sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+	# host gets no route to the client or tunnel networks: only the server's
+	# NAT makes its replies come back.
+}
+
+start_server() {
+	say "Starting mirage-server in $NS_SRV (generated config in a temp dir)"
+	# ip netns exec directly (not a shell function) so $! is the server itself.
+	ip netns exec $NS_SRV "$BIN/mirage-server" run --data-dir "$WORK/server" \
+		--bind $SRV_ADDR --port $SRV_PORT --host $SRV_ADDR \
+		--tunnel-network 198.51.100.1/24 --tunnel-network-v6 fd00:6d:1::1/64 \
+		--nat-interface $NAT_IF >"$WORK/server.out" 2>"$WORK/server.log" &
+	SERVER_PID=$!
+	if ! wait_for 10 in_ns $NS_CLI timeout 1 bash -c "exec 3<>/dev/tcp/$SRV_ADDR/$SRV_PORT"; then
+		die "the server is not listening on $SRV_ADDR:$SRV_PORT after 10 s"
+	fi
+	# The printed client.toml (stdout); fall back to the copy in the data dir.
+	wait_for 5 grep -q connection_string "$WORK/server.out" || true
+	if grep -q connection_string "$WORK/server.out"; then
+		grep -v '^mirage://' "$WORK/server.out" >"$WORK/client.toml"
+	elif [[ -s $WORK/server/client.toml ]]; then
+		cp "$WORK/server/client.toml" "$WORK/client.toml"
+	else
+		die "the server printed no client.toml"
+	fi
+	chmod 600 "$WORK/client.toml"
+}
+
+start_client() {
+	say "Connecting mirage-helper in $NS_CLI"
+	ip netns exec $NS_CLI "$BIN/mirage-helper" connect "$WORK/client.toml" --state-dir "$WORK/helper-state" \
+		>"$WORK/client.out" 2>"$WORK/client.log" &
+	CLIENT_PID=$!
+	wait_for 20 grep -q '^connected' "$WORK/client.out" || die "the client did not connect within 20 s"
+	CONNECTED=$(grep -m1 '^connected' "$WORK/client.out")
+	wait_for 5 in_ns $NS_CLI ping -c 1 -W 1 $TUN_SRV || die "no ping reply from $TUN_SRV through the tunnel"
+}
+
+measure() {
+	say "Ping through the tunnel (5 x $TUN_SRV)"
+	local out
+	out=$(in_ns $NS_CLI ping -n -c 5 -i 0.2 $TUN_SRV)
+	RTT=$(sed -n 's|.* = [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$out")
+	LOSS=$(sed -n 's/.* \([0-9.]*%\) packet loss.*/\1/p' <<<"$out")
+
+	say "iperf3 through the tunnel and the server's NAT to $HOST_ADDR (5 s each way)"
+	ip netns exec $NS_HOST iperf3 -s -B $HOST_ADDR >"$WORK/iperf3-server.log" 2>&1 &
+	IPERF_PID=$!
+	wait_for 5 in_ns $NS_SRV timeout 1 bash -c "exec 3<>/dev/tcp/$HOST_ADDR/5201" || die "iperf3 server did not start"
+	UP=$(in_ns $NS_CLI iperf3 -c $HOST_ADDR -t 5 -f m | sed -n 's|.* \([0-9.]*\) Mbits/sec.*receiver.*|\1|p')
+	DOWN=$(in_ns $NS_CLI iperf3 -c $HOST_ADDR -t 5 -f m -R | sed -n 's|.* \([0-9.]*\) Mbits/sec.*receiver.*|\1|p')
+	SEEN=$(sed -n 's/.*Accepted connection from \([^,]*\),.*/\1/p' "$WORK/iperf3-server.log" | sort -u | paste -sd, -)
+}
+
+field() { tr ' ' '\n' <<<"$CONNECTED" | sed -n "s/^$1=//p"; }
+
+summary() {
+	local nat_ok="NO (expected 203.0.113.1)"
+	[[ $SEEN == 203.0.113.1 ]] && nat_ok="yes"
+	cat <<EOF
+
+================ Mirage demo summary ================
+ client tunnel IPv4   ${V4:-?}
+ client tunnel IPv6   ${V6:-?}
+ transport            $(field transport) to $(field server)
+ ping RTT (avg of 5)  ${RTT:-?} ms to $TUN_SRV (loss ${LOSS:-?})
+ iperf3 upload        ${UP:-?} Mbit/s  cli -> host
+ iperf3 download      ${DOWN:-?} Mbit/s  host -> cli
+ host $HOST_ADDR saw   ${SEEN:-nothing} as source (server NAT: $nat_ok)
+ runtime              $((SECONDS - START)) s
+=====================================================
+EOF
+	[[ $nat_ok == yes && -n $UP && -n $DOWN && -n $RTT ]]
+}
+
+main() {
+	check_root
+	trap cleanup EXIT
+	trap 'exit 130' INT TERM
+	install_packages
+	build
+	WORK=$(mktemp -d /tmp/mirage-demo.XXXXXX)
+	topology
+	start_server
+	start_client
+	V4=$(field ipv4)
+	V6=$(field ipv6)
+	say "Connected: ipv4 $V4, ipv6 $V6"
+	in_ns $NS_CLI ip -brief addr show dev mirage0 || true
+	measure
+	summary
+}
+
+main "$@"

@@ -1,0 +1,177 @@
+// Command mirage-helper is the privileged Mirage client: the headless
+// client (`connect`), crash cleanup, and (later) the service behind the
+// desktop app.
+//
+//	mirage-helper connect client.toml [--state-dir DIR]
+//	mirage-helper cleanup [--state-dir DIR]
+//	mirage-helper run [--socket PATH]
+//	mirage-helper service install|uninstall|start|stop|status
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mirage-vpn/mirage/core/client"
+	"github.com/mirage-vpn/mirage/core/config"
+	"github.com/mirage-vpn/mirage/platform/osnet"
+	"github.com/mirage-vpn/mirage/platform/tun"
+)
+
+var version = "dev"
+
+const defaultStateDir = "/var/lib/mirage-helper"
+
+const usage = `usage:
+  mirage-helper connect client.toml [--state-dir DIR]   headless client in the foreground
+  mirage-helper cleanup [--state-dir DIR]               undo OS changes left by a crashed run
+  mirage-helper version
+`
+
+// Exit statuses.
+const (
+	exitOK       = 0
+	exitError    = 1
+	exitRejected = 2
+)
+
+func main() {
+	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitError
+	}
+	switch args[0] {
+	case "connect":
+		return cmdConnect(args[1:], stdout, stderr)
+	case "cleanup":
+		return cmdCleanup(args[1:], stdout, stderr)
+	case "run", "service":
+		return fail(stderr, "%s: the helper service is not available in this build yet; use `mirage-helper connect client.toml`", args[0])
+	case "version", "--version":
+		fmt.Fprintln(stdout, "mirage-helper", version)
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "mirage-helper: unknown command %q\n%s", args[0], usage)
+	return exitError
+}
+
+func fail(stderr io.Writer, format string, a ...any) int {
+	fmt.Fprintf(stderr, "mirage-helper: "+format+"\n", a...)
+	return exitError
+}
+
+// parseWithFile parses flags that may come before or after one positional
+// file argument.
+func parseWithFile(fs *flag.FlagSet, args []string) (string, error) {
+	var file string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return "", err
+		}
+		if fs.NArg() == 0 {
+			return file, nil
+		}
+		if file != "" {
+			return "", fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		}
+		file = fs.Arg(0)
+		args = fs.Args()[1:]
+	}
+}
+
+func newLogger(l config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	switch l.Level {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	}
+	o := &slog.HandlerOptions{Level: lvl}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+func cmdConnect(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", defaultStateDir, "where OS changes are journaled for crash cleanup")
+	file, err := parseWithFile(fs, args)
+	if err != nil {
+		return fail(stderr, "connect: %v", err)
+	}
+	if file == "" {
+		return fail(stderr, "connect: need a client.toml")
+	}
+	cfg, err := config.LoadClient(file)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	if _, err := cfg.UsableProtocols(client.Implemented); err != nil {
+		return fail(stderr, "%v", err)
+	}
+	log := newLogger(cfg.Log, stderr)
+	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
+		return fail(stderr, "state dir: %v", err)
+	}
+	// A previous run that crashed may have left routes, DNS or a TUN behind.
+	if err := osnet.Cleanup(log, *stateDir); err != nil {
+		log.Warn("cleaning up a previous run", "err", err)
+	}
+	netc, err := osnet.New(log, *stateDir)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err = client.Run(ctx, client.Options{
+		Config: cfg, CreateTUN: tun.CreateTUN, Net: netc, Logger: log, Version: version,
+		OnEvent: func(e client.Event) {
+			if e.State == client.Connected {
+				fmt.Fprintln(stdout, client.FormatConnected(e))
+			}
+		},
+	})
+	switch {
+	case errors.Is(err, client.ErrRejected):
+		fmt.Fprintln(stderr, "mirage-helper: the server did not accept these credentials")
+		return exitRejected
+	case err != nil:
+		return fail(stderr, "%v", err)
+	}
+	fmt.Fprintln(stdout, "disconnected")
+	return exitOK
+}
+
+func cmdCleanup(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cleanup", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", defaultStateDir, "state directory of the run to clean up")
+	if err := fs.Parse(args); err != nil {
+		return exitError
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := osnet.Cleanup(log, *stateDir); err != nil {
+		return fail(stderr, "cleanup: %v", err)
+	}
+	fmt.Fprintln(stdout, "cleanup done")
+	return exitOK
+}

@@ -1,0 +1,44 @@
+// Package tun creates the OS TUN device the engine pumps, as a
+// core/tundev.Device. It wraps golang.zx2c4.com/wireguard/tun and hides its
+// event channel, which is drained in the background so it never blocks.
+package tun
+
+import (
+	"fmt"
+
+	"github.com/mirage-vpn/mirage/core/tundev"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// Device is a TUN device. Besides tundev.Device it exposes the wrapped
+// wireguard device for OS-only extras (e.g. Windows LUID) by type assertion.
+type Device struct {
+	wgtun.Device
+}
+
+var _ tundev.Device = (*Device)(nil)
+
+// newDevice wraps dev and starts draining its events; the drain goroutine
+// ends when dev closes its event channel on Close.
+func newDevice(dev wgtun.Device) *Device {
+	go func() {
+		for range dev.Events() {
+		}
+	}()
+	return &Device{Device: dev}
+}
+
+// Events is not part of tundev.Device: the wrapper drains the channel itself,
+// so callers must not read it. It returns nil.
+func (d *Device) Events() <-chan wgtun.Event { return nil }
+
+// Unwrap returns the wrapped wireguard device.
+func (d *Device) Unwrap() wgtun.Device { return d.Device }
+
+// checkArgs validates the arguments shared by every OS.
+func checkArgs(name string, mtu int) error {
+	if mtu < 576 || mtu > tundev.MaxPacket {
+		return fmt.Errorf("create tun %q: mtu %d out of range 576..%d", name, mtu, tundev.MaxPacket)
+	}
+	return nil
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bufio"
+	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/mirage-vpn/mirage/core/auth"
+	"github.com/mirage-vpn/mirage/core/config"
+	"github.com/mirage-vpn/mirage/core/transport/tlsx"
+)
+
+// cmdKeygen prints a REALITY X25519 key pair and a short id as TOML lines.
+func cmdKeygen(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		return fail(stderr, "keygen: takes no arguments")
+	}
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return fail(stderr, "keygen: %v", err)
+	}
+	var priv, pub [32]byte
+	copy(priv[:], k.Bytes())
+	copy(pub[:], k.PublicKey().Bytes())
+	sid := make([]byte, 8)
+	rand.Read(sid)
+	fmt.Fprintf(stdout, "# server.toml [reality]\nprivate_key = %q\nshort_ids = [%q]\n\n", config.EncodeKey(priv), hex.EncodeToString(sid))
+	fmt.Fprintf(stdout, "# client.toml [reality]\npublic_key = %q\nshort_ids = [%q]\n", config.EncodeKey(pub), hex.EncodeToString(sid))
+	return 0
+}
+
+// cmdCheck validates a server.toml and the files it names.
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", "", "server.toml")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cfgPath == "" {
+		return fail(stderr, "check: need -c server.toml")
+	}
+	cfg, err := config.LoadServer(*cfgPath)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	users, err := auth.LoadUsers(cfg.ResolvePath(cfg.Authentication.UsersFile))
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	if !cfg.TLS.AutoGenerate {
+		if _, err := tlsx.ServerConfig(cfg.ResolvePath(cfg.TLS.CertFile), cfg.ResolvePath(cfg.TLS.KeyFile)); err != nil {
+			return fail(stderr, "tls: %v", err)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d users, listening on %s)\n", *cfgPath, len(users.Names()), cfg.ListenAddr())
+	return 0
+}
+
+// cmdInvite prints a client.toml for an existing user. The password comes
+// from stdin and is checked against the users file.
+func cmdInvite(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("invite", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", "", "server.toml")
+	user := fs.String("user", "", "user name")
+	host := fs.String("host", "", "address clients connect to: HOST or HOST:PORT (default: bind address)")
+	link := fs.Bool("link", false, "print a mirage:// link instead of TOML")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cfgPath == "" || *user == "" {
+		return fail(stderr, "invite: need -c server.toml and --user NAME")
+	}
+	if *link {
+		return fail(stderr, "invite: --link is not supported in this build yet (mirage:// links come with the desktop app)")
+	}
+	cfg, err := config.LoadServer(*cfgPath)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	users, err := auth.LoadUsers(cfg.ResolvePath(cfg.Authentication.UsersFile))
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	if !users.Has(*user) {
+		return fail(stderr, "invite: no user %q in %s", *user, cfg.ResolvePath(cfg.Authentication.UsersFile))
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return fail(stderr, "invite: reading the password from stdin: %v", err)
+	}
+	password := strings.TrimRight(line, "\r\n")
+	if !users.Verify(*user, password) {
+		return fail(stderr, "invite: the password does not match user %q", *user)
+	}
+	pin, err := tlsx.CertPin(cfg.ResolvePath(cfg.TLS.CertFile))
+	if err != nil {
+		return fail(stderr, "invite: %v", err)
+	}
+	h := *host
+	if h == "" {
+		h = cfg.BindAddress
+	}
+	c := clientProfile(hostPort(h, cfg.BindPort), pin, *user, password)
+	if !cfg.TLS.AutoGenerate {
+		// A certificate from a CA is renewed regularly: verify it by name
+		// against the system roots instead of pinning it.
+		c.TLS.PinnedSHA256 = ""
+	}
+	if err := c.Validate(); err != nil {
+		return fail(stderr, "invite: %v", err)
+	}
+	b, err := c.MarshalTOML()
+	if err != nil {
+		return fail(stderr, "invite: %v", err)
+	}
+	stdout.Write(b)
+	return 0
+}

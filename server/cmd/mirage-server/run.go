@@ -1,0 +1,338 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/mirage-vpn/mirage/core/auth"
+	"github.com/mirage-vpn/mirage/core/config"
+	"github.com/mirage-vpn/mirage/core/netcfg"
+	"github.com/mirage-vpn/mirage/core/transport/tlsx"
+	"github.com/mirage-vpn/mirage/platform/nat"
+	"github.com/mirage-vpn/mirage/platform/osnet"
+	"github.com/mirage-vpn/mirage/platform/tun"
+	"github.com/mirage-vpn/mirage/server"
+	"github.com/mirage-vpn/mirage/server/fallback"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", "", "server.toml")
+	fs.StringVar(cfgPath, "config", "", "server.toml")
+	dataDir := fs.String("data-dir", "", "directory for a generated default configuration")
+	stateDir := fs.String("state-dir", "", "where OS changes are journaled (default: /run/mirage-server)")
+	g := genFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return fail(stderr, "run: unexpected argument %q", fs.Arg(0))
+	}
+	switch {
+	case *cfgPath == "" && *dataDir == "":
+		return fail(stderr, "run: need -c server.toml or --data-dir DIR")
+	case *cfgPath != "" && *dataDir != "":
+		return fail(stderr, "run: -c and --data-dir are exclusive")
+	}
+	if *dataDir != "" {
+		p, err := ensureDataDir(*dataDir, g, stdout)
+		if err != nil {
+			return fail(stderr, "run: %v", err)
+		}
+		*cfgPath = p
+	}
+	cfg, err := config.LoadServer(*cfgPath)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	if *stateDir == "" {
+		*stateDir = "/run/mirage-server"
+	}
+	log := newLogger(cfg.Log, stderr)
+	if err := run(cfg, *stateDir, log); err != nil {
+		return fail(stderr, "%v", err)
+	}
+	return 0
+}
+
+func newLogger(l config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	switch l.Level {
+	case "debug":
+		lvl = slog.LevelDebug
+	case "warn":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	}
+	o := &slog.HandlerOptions{Level: lvl}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// run composes the server: users, certificate, TUN, addresses, NAT, listener.
+func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
+	users, err := auth.LoadUsers(cfg.ResolvePath(cfg.Authentication.UsersFile))
+	if err != nil {
+		return err
+	}
+	if len(users.Names()) == 0 {
+		log.Warn("the users file has no users: nobody can connect", "file", cfg.ResolvePath(cfg.Authentication.UsersFile))
+	}
+	certFile, keyFile := cfg.ResolvePath(cfg.TLS.CertFile), cfg.ResolvePath(cfg.TLS.KeyFile)
+	if cfg.TLS.AutoGenerate {
+		pin, generated, err := tlsx.EnsureCert(certFile, keyFile, []string{cfg.BindAddress})
+		if err != nil {
+			return fmt.Errorf("certificate: %w", err)
+		}
+		if generated {
+			log.Info("generated a self-signed certificate", "file", certFile)
+		}
+		log.Info("certificate pin (tls.pinned_sha256 for clients)", "sha256", pin)
+	}
+	tlsConf, err := tlsx.ServerConfig(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	siteDir := ""
+	if cfg.Fallback.Dir != "" {
+		siteDir = cfg.ResolvePath(cfg.Fallback.Dir)
+	}
+	site, err := fallback.New(fallback.Config{Mode: cfg.Fallback.Mode, ProxyURL: cfg.Fallback.ProxyURL, Dir: siteDir}, log)
+	if err != nil {
+		return fmt.Errorf("fallback site: %w", err)
+	}
+	defer site.Close()
+
+	// Undo leftovers of a crashed run before changing anything.
+	if err := nat.CleanupLeftovers(log); err != nil {
+		log.Warn("removing leftover NAT rules", "err", err)
+	}
+	if err := osnet.Cleanup(log, stateDir); err != nil {
+		log.Warn("removing leftover network state", "err", err)
+	}
+
+	dev, err := tun.CreateTUN(cfg.InterfaceName, cfg.MTU)
+	if err != nil {
+		return fmt.Errorf("create tun %s: %w", cfg.InterfaceName, err)
+	}
+	defer dev.Close()
+	name, _ := dev.Name()
+	v4 := cfg.TunnelPrefix()
+	addrs := []netip.Prefix{v4}
+	v6, has6 := cfg.TunnelPrefixV6()
+	if has6 {
+		addrs = append(addrs, v6)
+	}
+	netc, err := osnet.New(log, stateDir)
+	if err != nil {
+		return err
+	}
+	if err := netc.Set(netcfg.Config{Interface: name, Addrs: addrs, MTU: cfg.MTU}); err != nil {
+		netc.Close()
+		return fmt.Errorf("configure %s: %w", name, err)
+	}
+	defer netc.Close()
+
+	if cfg.NAT.IPv4Interface != "" || cfg.NAT.IPv6Interface != "" {
+		nc := nat.Config{TunInterface: name, TunnelV4: v4.Masked(), IPv4Interface: cfg.NAT.IPv4Interface,
+			IPv6Interface: cfg.NAT.IPv6Interface, Backend: cfg.NAT.Backend}
+		if has6 {
+			nc.TunnelV6 = v6.Masked()
+		}
+		rules, err := nat.Setup(log, nc)
+		if err != nil {
+			return fmt.Errorf("nat: %w", err)
+		}
+		defer func() {
+			if err := rules.Close(); err != nil {
+				log.Error("removing NAT rules", "err", err)
+			}
+		}()
+		log.Info("NAT enabled", "ipv4_interface", cfg.NAT.IPv4Interface, "ipv6_interface", cfg.NAT.IPv6Interface)
+	}
+
+	srv, err := server.New(server.Options{Config: cfg, Logger: log, TUN: dev, Users: users, TLS: tlsConf, Fallback: site})
+	if err != nil {
+		return err
+	}
+	lc := net.ListenConfig{}
+	if cfg.Connection.ReuseSocket {
+		lc.Control = reusePort
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.ListenAddr())
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "tun", name, "tunnel", addrs, "version", version)
+
+	tunDone := make(chan error, 1)
+	go func() { tunDone <- srv.RunTUN() }()
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- srv.Serve(ln) }()
+
+	sig := make(chan os.Signal, 4)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	var runErr error
+loop:
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				if err := users.Reload(cfg.ResolvePath(cfg.Authentication.UsersFile)); err != nil {
+					log.Error("reload users", "err", err)
+				} else {
+					log.Info("users reloaded", "count", len(users.Names()))
+				}
+				continue
+			}
+			log.Info("shutting down", "signal", s.String())
+			break loop
+		case err := <-serveDone:
+			runErr = err
+			break loop
+		case err := <-tunDone:
+			runErr = fmt.Errorf("tun: %v", err)
+			break loop
+		}
+	}
+	srv.Close()
+	ln.Close()
+	return runErr
+}
+
+// genOpts are the flags used when --data-dir generates a configuration.
+type genOpts struct {
+	bind, host, tun4, tun6, natIf string
+	port                          int
+}
+
+func genFlags(fs *flag.FlagSet) *genOpts {
+	g := &genOpts{}
+	fs.StringVar(&g.bind, "bind", "0.0.0.0", "bind address (generation only)")
+	fs.IntVar(&g.port, "port", 443, "port (generation only)")
+	fs.StringVar(&g.host, "host", "", "address clients connect to, written into the profile (default: the bind address)")
+	fs.StringVar(&g.tun4, "tunnel-network", "", "tunnel network, the server's address with prefix (generation only)")
+	fs.StringVar(&g.tun6, "tunnel-network-v6", "", "IPv6 tunnel network (generation only)")
+	fs.StringVar(&g.natIf, "nat-interface", "", "egress interface to masquerade through (generation only)")
+	return g
+}
+
+const firstUser = "mirage"
+
+// ensureDataDir writes a default server.toml, users file, certificate and
+// client.toml into dir unless server.toml exists; it prints the client
+// profile to stdout when it generates one. It returns the server.toml path.
+func ensureDataDir(dir string, g *genOpts, stdout io.Writer) (string, error) {
+	path := filepath.Join(dir, "server.toml")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	cfg := config.DefaultServer()
+	cfg.BindAddress = g.bind
+	cfg.BindPort = g.port
+	if g.tun4 != "" {
+		cfg.TunnelNetwork = g.tun4
+	}
+	cfg.TunnelNetworkV6 = g.tun6
+	cfg.NAT.IPv4Interface = g.natIf
+	if g.tun6 != "" {
+		cfg.NAT.IPv6Interface = g.natIf
+	}
+	cfg.Path = path
+	if err := cfg.Validate(); err != nil {
+		return "", err
+	}
+	host := g.host
+	if host == "" {
+		host = g.bind
+	}
+	hosts := []string{host}
+	pin, _, err := tlsx.EnsureCert(filepath.Join(dir, cfg.TLS.CertFile), filepath.Join(dir, cfg.TLS.KeyFile), hosts)
+	if err != nil {
+		return "", fmt.Errorf("certificate: %w", err)
+	}
+	password, err := randomPassword(20)
+	if err != nil {
+		return "", err
+	}
+	users := auth.NewUsers()
+	if err := users.Set(firstUser, password); err != nil {
+		return "", err
+	}
+	if err := users.Save(filepath.Join(dir, cfg.Authentication.UsersFile)); err != nil {
+		return "", err
+	}
+	client := clientProfile(hostPort(host, cfg.BindPort), pin, firstUser, password)
+	ct, err := client.MarshalTOML()
+	if err != nil {
+		return "", err
+	}
+	if err := config.WriteFileAtomic(filepath.Join(dir, "client.toml"), ct, 0o600); err != nil {
+		return "", err
+	}
+	st, err := cfg.MarshalTOML()
+	if err != nil {
+		return "", err
+	}
+	if err := config.WriteFileAtomic(path, st, 0o600); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(stdout, "# Generated %s, a users file with user %q and a self-signed certificate in %s.\n", path, firstUser, dir)
+	fmt.Fprintf(stdout, "# Client profile (also saved as %s):\n", filepath.Join(dir, "client.toml"))
+	stdout.Write(ct)
+	return path, nil
+}
+
+func hostPort(host string, port int) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+func clientProfile(addr, pin, user, password string) *config.Client {
+	c := config.DefaultClient()
+	c.ConnectionString = addr
+	c.Connection.EnabledProtocols = []string{config.ProtoTCPTLS}
+	c.TLS.PinnedSHA256 = pin
+	c.Authentication.Username = user
+	c.Authentication.Password = password
+	return c
+}
+
+func randomPassword(n int) (string, error) {
+	const alphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := make([]byte, n)
+	for i := range b {
+		k, err := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
+		if err != nil {
+			return "", err
+		}
+		b[i] = alphabet[k.Int64()]
+	}
+	return string(b), nil
+}
+

@@ -1,0 +1,521 @@
+// Package server is the Mirage VPN server: it accepts transport connections,
+// authenticates Hellos, hands everything else to the camouflage web site,
+// keeps the client table and routes packets between clients, the server's
+// TUN device and each other.
+package server
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mirage-vpn/mirage/core/auth"
+	"github.com/mirage-vpn/mirage/core/config"
+	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/ippkt"
+	"github.com/mirage-vpn/mirage/core/tundev"
+	"github.com/mirage-vpn/mirage/core/wire"
+)
+
+// Fallback serves connections that did not authenticate, as a web server.
+type Fallback interface {
+	ServeConn(conn net.Conn, replay []byte, alpn string)
+}
+
+// Options are the server's parts, composed by the main package.
+type Options struct {
+	Config   *config.Server
+	Logger   *slog.Logger
+	TUN      tundev.Device
+	Users    *auth.Users
+	TLS      *tls.Config
+	Fallback Fallback // nil: close unauthenticated connections
+}
+
+// Stats are server-wide counters.
+type Stats struct {
+	Sessions       atomic.Int64
+	AuthFailures   atomic.Uint64
+	SpoofDrops     atomic.Uint64
+	NoRouteDrops   atomic.Uint64
+	QueueDrops     atomic.Uint64
+	IsolationDrops atomic.Uint64
+}
+
+// ticketTTL is how long a resume ticket is accepted.
+const ticketTTL = 24 * time.Hour
+
+// maxPendingHandshakes bounds connections that have not authenticated yet.
+const maxPendingHandshakes = 1024
+
+// Server is a running VPN server.
+type Server struct {
+	cfg      *config.Server
+	log      *slog.Logger
+	dev      tundev.Device
+	users    *auth.Users
+	tlsConf  *tls.Config
+	fallback Fallback
+	tickets  *auth.TicketKey
+	limiter  *auth.Limiter
+	pending  chan struct{}
+
+	pool4, pool6 *Pool
+	serverAddrs  []netip.Addr
+	clientBits4  int
+	clientBits6  int
+	dns          []netip.Addr
+	routes       []netip.Prefix
+	keepalive    time.Duration
+	hsTimeout    time.Duration
+	queueLen     int
+
+	// table maps a client tunnel address to its session; read lock-free on
+	// every packet, replaced copy-on-write under mu.
+	table    atomic.Pointer[map[netip.Addr]*session]
+	mu       sync.Mutex
+	sessions map[[16]byte]*session
+
+	Stats Stats
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New builds a server from its options.
+func New(o Options) (*Server, error) {
+	c := o.Config
+	if c == nil || o.TUN == nil || o.Users == nil || o.TLS == nil {
+		return nil, errors.New("server: config, TUN, users and TLS are required")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	v4, err := netip.ParsePrefix(c.TunnelNetwork)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel_network: %w", err)
+	}
+	s := &Server{
+		cfg: c, log: log, dev: o.TUN, users: o.Users, tlsConf: o.TLS, fallback: o.Fallback,
+		tickets:  auth.NewTicketKey(),
+		limiter:  auth.NewLimiter(max(c.Connection.MaxConcurrentAuth, 1), c.Connection.MaxHandshakesPerIP),
+		pending:  make(chan struct{}, maxPendingHandshakes),
+		pool4:    NewPool(v4),
+		sessions: map[[16]byte]*session{},
+		queueLen: max(c.Connection.SendQueuePackets/64, 16),
+	}
+	s.serverAddrs = append(s.serverAddrs, v4.Addr())
+	s.clientBits4 = v4.Bits()
+	if c.TunnelNetworkV6 != "" {
+		v6, err := netip.ParsePrefix(c.TunnelNetworkV6)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel_network_v6: %w", err)
+		}
+		s.pool6 = NewPool(v6)
+		s.serverAddrs = append(s.serverAddrs, v6.Addr())
+		s.clientBits6 = v6.Bits()
+	}
+	for _, d := range c.DNSServers {
+		a, err := netip.ParseAddr(d)
+		if err != nil {
+			return nil, fmt.Errorf("dns_servers: %w", err)
+		}
+		s.dns = append(s.dns, a)
+	}
+	for _, r := range c.Routes {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			return nil, fmt.Errorf("routes: %w", err)
+		}
+		s.routes = append(s.routes, p.Masked())
+	}
+	s.keepalive = time.Duration(c.KeepaliveS) * time.Second
+	if s.keepalive <= 0 {
+		s.keepalive = 25 * time.Second
+	}
+	s.hsTimeout = time.Duration(c.Connection.HandshakeTimeoutS) * time.Second
+	if s.hsTimeout <= 0 {
+		s.hsTimeout = 10 * time.Second
+	}
+	empty := map[netip.Addr]*session{}
+	s.table.Store(&empty)
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Serve accepts connections on ln until Close. It returns nil after Close.
+func (s *Server) Serve(ln net.Listener) error {
+	go func() { <-s.ctx.Done(); ln.Close() }()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept: %w", err)
+			}
+			// Out of file descriptors and similar: back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "err", err)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handleConn(c)
+		}()
+	}
+}
+
+// Close stops accepting, tells every client and closes all sessions.
+func (s *Server) Close() error {
+	s.cancel()
+	s.mu.Lock()
+	var all []*session
+	for _, ss := range s.sessions {
+		all = append(all, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range all {
+		ss.shutdown(wire.CloseShutdown, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("some connections did not finish in time")
+	}
+	return nil
+}
+
+// handleConn runs the TLS handshake and the Hello check, then either serves
+// the session or hands the connection to the fallback web site.
+func (s *Server) handleConn(raw net.Conn) {
+	select {
+	case s.pending <- struct{}{}:
+	default:
+		raw.Close()
+		return
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-s.pending
+		}
+	}
+	defer release()
+
+	remote := addrOf(raw.RemoteAddr())
+	raw.SetDeadline(time.Now().Add(s.hsTimeout))
+	tc := tls.Server(raw, s.tlsConf)
+	stop := context.AfterFunc(s.ctx, func() { raw.Close() })
+	defer stop()
+	if err := tc.HandshakeContext(s.ctx); err != nil {
+		s.log.Debug("tls handshake failed", "remote", remote, "err", err)
+		raw.Close()
+		return
+	}
+	alpn := tc.ConnectionState().NegotiatedProtocol
+	br := bufio.NewReaderSize(tc, 256<<10)
+	hdr, err := br.Peek(wire.HeaderLen)
+	if err != nil {
+		// Nothing (or too little) sent before the deadline: close, as an
+		// idle web server would.
+		tc.Close()
+		return
+	}
+	toFallback := func(reason string) {
+		s.Stats.AuthFailures.Add(1)
+		s.log.Debug("not a valid client, serving the web site", "remote", remote, "reason", reason)
+		release()
+		s.serveFallback(tc, br, alpn)
+	}
+	if wire.Type(hdr[0]) != wire.TypeHello {
+		toFallback("not a hello")
+		return
+	}
+	n := int(hdr[1])<<8 | int(hdr[2])
+	if n > wire.MaxHandshakePayload {
+		toFallback("hello too large")
+		return
+	}
+	b, err := br.Peek(wire.HeaderLen + n)
+	if err != nil {
+		toFallback("truncated hello")
+		return
+	}
+	hello, err := wire.UnmarshalHello(b[wire.HeaderLen:])
+	if err != nil {
+		toFallback(err.Error())
+		return
+	}
+	ss, welcome, err := s.authenticate(tc, hello, remote)
+	if err != nil {
+		toFallback(err.Error())
+		return
+	}
+	br.Discard(wire.HeaderLen + n)
+	// The connection joins the session before the Welcome is written, with
+	// its write lock held, so no packet can overtake the Welcome and none
+	// queued meanwhile is lost.
+	l := &slink{c: tc}
+	l.wmu.Lock()
+	added := ss.addLink(l)
+	ss.mu.Lock()
+	ss.pendingLinks.Add(-1)
+	ss.mu.Unlock()
+	if !added {
+		l.wmu.Unlock()
+		tc.Close()
+		ss.removeLink(l)
+		return
+	}
+	payload, err := welcome.Marshal()
+	if err == nil {
+		_, err = tc.Write(wire.AppendFrame(nil, wire.TypeWelcome, payload))
+	}
+	l.wmu.Unlock()
+	if err != nil {
+		s.log.Debug("send welcome", "remote", remote, "err", err)
+		tc.Close()
+		ss.removeLink(l)
+		return
+	}
+	raw.SetDeadline(time.Time{})
+	release()
+	s.log.Info("client connected", "user", ss.user, "remote", remote, "addrs", ss.addrs, "join", hello.Join != nil)
+	ss.serveLink(l, wire.NewReaderBufio(br))
+}
+
+func (s *Server) serveFallback(tc *tls.Conn, br *bufio.Reader, alpn string) {
+	if s.fallback == nil {
+		tc.Close()
+		return
+	}
+	replay, _ := br.Peek(br.Buffered())
+	replay = append([]byte(nil), replay...)
+	tc.NetConn().SetDeadline(time.Time{})
+	s.fallback.ServeConn(tc, replay, alpn)
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+var errBadCredentials = errors.New("bad credentials")
+
+// authenticate checks the Hello and returns the session the connection
+// joins (a new one, or an existing one for a valid join).
+func (s *Server) authenticate(tc *tls.Conn, h *wire.Hello, remote netip.Addr) (*session, *wire.Welcome, error) {
+	ok := false
+	if len(h.Ticket) > 0 {
+		if u, err := s.tickets.Open(h.Ticket, time.Now()); err == nil && u == h.Username && s.users.Has(u) {
+			ok = true
+		}
+	}
+	if !ok {
+		if h.Password == "" {
+			return nil, nil, errBadCredentials
+		}
+		if !s.limiter.Allow(remote) {
+			return nil, nil, errors.New("rate limited")
+		}
+		release, err := s.limiter.Acquire(s.ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		ok = s.users.Verify(h.Username, h.Password)
+		release()
+	}
+	if !ok {
+		return nil, nil, errBadCredentials
+	}
+	ticket := s.tickets.Issue(h.Username, ticketTTL)
+	if h.Join != nil {
+		cs := tc.ConnectionState()
+		ekm, err := cs.ExportKeyingMaterial(engine.JoinLabel, nil, 32)
+		if err != nil {
+			return nil, nil, fmt.Errorf("channel binding: %w", err)
+		}
+		s.mu.Lock()
+		ss := s.sessions[h.Join.SessionID]
+		s.mu.Unlock()
+		if ss == nil || ss.user != h.Username ||
+			!auth.CheckJoinProof(ss.joinKey[:], ss.id, h.Username, ekm, h.Join.Proof[:]) {
+			return nil, nil, errors.New("bad session join")
+		}
+		w := ss.welcome(s)
+		w.Ticket = ticket
+		ss.pendingLinks.Add(1)
+		return ss, w, nil
+	}
+	ss, err := s.newSession(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	w := ss.welcome(s)
+	w.Ticket = ticket
+	return ss, w, nil
+}
+
+// newSession allocates addresses (honouring requests; a request for an
+// address held by another session of the same user replaces that session,
+// which is how a reconnecting client gets its addresses back) and publishes
+// the session in the client table.
+func (s *Server) newSession(h *wire.Hello) (*session, error) {
+	ss := &session{srv: s, user: h.Username, queue: make(chan *outBuf, s.queueLen), done: make(chan struct{})}
+	rand.Read(ss.id[:])
+	rand.Read(ss.joinKey[:])
+	ss.pendingLinks.Add(1)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var want4, want6 netip.Addr
+	for _, a := range h.Request {
+		if a.Is4() {
+			want4 = a
+		} else {
+			want6 = a
+		}
+	}
+	tbl := *s.table.Load()
+	for _, a := range []netip.Addr{want4, want6} {
+		if old := tbl[a]; a.IsValid() && old != nil && old.user == h.Username {
+			s.removeLocked(old)
+			go old.shutdown(wire.CloseReplaced, "replaced by a new connection")
+		}
+	}
+	a4, err := s.pool4.Allocate(want4)
+	if err != nil {
+		return nil, err
+	}
+	ss.addrs = append(ss.addrs, a4)
+	if s.pool6 != nil {
+		a6, err := s.pool6.Allocate(want6)
+		if err != nil {
+			s.pool4.Release(a4)
+			return nil, err
+		}
+		ss.addrs = append(ss.addrs, a6)
+	}
+	s.sessions[ss.id] = ss
+	s.publishLocked()
+	s.Stats.Sessions.Add(1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ss.writer()
+	}()
+	return ss, nil
+}
+
+// removeLocked takes ss out of the tables and frees its addresses.
+func (s *Server) removeLocked(ss *session) {
+	if s.sessions[ss.id] != ss {
+		return
+	}
+	delete(s.sessions, ss.id)
+	for _, a := range ss.addrs {
+		if a.Is4() {
+			s.pool4.Release(a)
+		} else if s.pool6 != nil {
+			s.pool6.Release(a)
+		}
+	}
+	s.publishLocked()
+	s.Stats.Sessions.Add(-1)
+}
+
+func (s *Server) publishLocked() {
+	m := make(map[netip.Addr]*session, 2*len(s.sessions))
+	for _, ss := range s.sessions {
+		for _, a := range ss.addrs {
+			m[a] = ss
+		}
+	}
+	s.table.Store(&m)
+}
+
+// SessionCount returns the number of live sessions.
+func (s *Server) SessionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// RunTUN reads the server's TUN device and sends each packet to the client
+// owning its destination, batching per session. It returns when the device
+// is closed.
+func (s *Server) RunTUN() error {
+	bs := max(s.dev.BatchSize(), 1)
+	bufs := make([][]byte, bs)
+	for i := range bufs {
+		bufs[i] = make([]byte, tundev.Offset+tundev.MaxPacket)
+	}
+	sizes := make([]int, bs)
+	var touched []*session
+	errRun := 0
+	for {
+		n, err := s.dev.Read(bufs, sizes, tundev.Offset)
+		if n > 0 {
+			tbl := *s.table.Load()
+			for i := 0; i < n; i++ {
+				p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
+				dst, ok := ippkt.Dst(p)
+				ss := tbl[dst]
+				if !ok || ss == nil {
+					s.Stats.NoRouteDrops.Add(1)
+					continue
+				}
+				if ss.stage(p) {
+					touched = append(touched, ss)
+				}
+			}
+			for i, ss := range touched {
+				ss.flushStaged()
+				touched[i] = nil
+			}
+			touched = touched[:0]
+		}
+		if err != nil {
+			if s.ctx.Err() != nil || isClosed(err) {
+				return nil
+			}
+			errRun++
+			if errRun > 1000 {
+				return fmt.Errorf("tun read: %w", err)
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		errRun = 0
+	}
+}

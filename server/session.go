@@ -1,0 +1,301 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/ippkt"
+	"github.com/mirage-vpn/mirage/core/wire"
+)
+
+// maxLinks bounds the connections of one session.
+const maxLinks = 16
+
+// outBuf is a batch of frames queued for one connection of a session.
+type outBuf struct {
+	b    []byte
+	link uint32 // flow hash; the writer picks links[link % len]
+}
+
+var outPool = sync.Pool{New: func() any { return &outBuf{b: make([]byte, 0, 64<<10)} }}
+
+func getOut() *outBuf { ob := outPool.Get().(*outBuf); ob.b = ob.b[:0]; return ob }
+
+func putOut(ob *outBuf) {
+	if cap(ob.b) <= 1<<20 {
+		outPool.Put(ob)
+	}
+}
+
+// slink is one connection of a session.
+type slink struct {
+	c   net.Conn
+	wmu sync.Mutex
+}
+
+func (l *slink) write(b []byte, timeout time.Duration) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.c.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := l.c.Write(b)
+	return err
+}
+
+// session is one authenticated client: its addresses and connections.
+type session struct {
+	srv     *Server
+	id      [16]byte
+	joinKey [32]byte
+	user    string
+	addrs   []netip.Addr
+
+	mu    sync.Mutex
+	links atomic.Pointer[[]*slink]
+	// pendingLinks counts connections authenticated but not yet serving, so
+	// the session is not torn down between handshake and serveLink.
+	pendingLinks atomic.Int32
+
+	queue chan *outBuf
+	done  chan struct{}
+	once  sync.Once
+
+	// staged is owned by the server's TUN reader goroutine.
+	staged [maxLinks]*outBuf
+	dirty  bool
+}
+
+func (ss *session) welcome(s *Server) *wire.Welcome {
+	w := &wire.Welcome{
+		SessionID: ss.id, JoinKey: ss.joinKey, ServerAddrs: s.serverAddrs,
+		MTU: uint16(s.cfg.MTU), DNS: s.dns, Routes: s.routes,
+		Keepalive: uint16(s.keepalive / time.Second), MaxFrame: wire.MaxPayload,
+	}
+	for _, a := range ss.addrs {
+		bits := s.clientBits4
+		if a.Is6() {
+			bits = s.clientBits6
+		}
+		w.ClientAddrs = append(w.ClientAddrs, netip.PrefixFrom(a, bits))
+	}
+	return w
+}
+
+func (ss *session) ownsSource(a netip.Addr) bool {
+	for _, x := range ss.addrs {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (ss *session) linkList() []*slink {
+	if p := ss.links.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// stage appends p to the batch for its link; it reports whether the session
+// had nothing staged before (so the caller flushes it once per batch).
+func (ss *session) stage(p []byte) bool {
+	h := uint32(0)
+	if n := len(ss.linkList()); n > 1 {
+		h = engine.FlowHash(p) % uint32(n)
+	}
+	ob := ss.staged[h]
+	if ob == nil {
+		ob = getOut()
+		ob.link = h
+		ss.staged[h] = ob
+	}
+	ob.b = wire.AppendFrame(ob.b, wire.TypeData, p)
+	first := !ss.dirty
+	ss.dirty = true
+	return first
+}
+
+// flushStaged queues the staged batches; when the queue is full the batch is
+// dropped (the client is slower than its traffic: drop like a router).
+func (ss *session) flushStaged() {
+	ss.dirty = false
+	for i, ob := range ss.staged {
+		if ob == nil {
+			continue
+		}
+		ss.staged[i] = nil
+		ss.enqueue(ob)
+	}
+}
+
+func (ss *session) enqueue(ob *outBuf) {
+	select {
+	case <-ss.done:
+		putOut(ob)
+	case ss.queue <- ob:
+	default:
+		ss.srv.Stats.QueueDrops.Add(1)
+		putOut(ob)
+	}
+}
+
+// writer sends queued batches to the client's connections.
+func (ss *session) writer() {
+	for {
+		select {
+		case <-ss.done:
+			for {
+				select {
+				case ob := <-ss.queue:
+					putOut(ob)
+				default:
+					return
+				}
+			}
+		case ob := <-ss.queue:
+			links := ss.linkList()
+			if len(links) > 0 {
+				l := links[ob.link%uint32(len(links))]
+				if err := l.write(ob.b, 2*ss.srv.keepalive); err != nil {
+					l.c.Close()
+				}
+			}
+			putOut(ob)
+		}
+	}
+}
+
+func (ss *session) addLink(l *slink) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	select {
+	case <-ss.done:
+		return false
+	default:
+	}
+	old := ss.linkList()
+	if len(old) >= maxLinks {
+		return false
+	}
+	nl := append(append([]*slink(nil), old...), l)
+	ss.links.Store(&nl)
+	return true
+}
+
+// removeLink drops l; the session ends with its last connection.
+func (ss *session) removeLink(l *slink) {
+	ss.mu.Lock()
+	old := ss.linkList()
+	var nl []*slink
+	for _, x := range old {
+		if x != l {
+			nl = append(nl, x)
+		}
+	}
+	ss.links.Store(&nl)
+	empty := len(nl) == 0 && ss.pendingLinks.Load() == 0
+	ss.mu.Unlock()
+	if empty {
+		ss.end()
+	}
+}
+
+func (ss *session) end() {
+	ss.once.Do(func() {
+		close(ss.done)
+		s := ss.srv
+		s.mu.Lock()
+		s.removeLocked(ss)
+		s.mu.Unlock()
+		for _, l := range ss.linkList() {
+			l.c.Close()
+		}
+		s.log.Info("session ended", "user", ss.user, "addrs", ss.addrs)
+	})
+}
+
+// shutdown tells the client why and ends the session.
+func (ss *session) shutdown(code byte, msg string) {
+	f := wire.AppendClose(nil, code, msg)
+	for _, l := range ss.linkList() {
+		l.write(f, time.Second)
+	}
+	ss.end()
+}
+
+// serveLink reads frames from one connection until it fails.
+func (ss *session) serveLink(l *slink, r *wire.Reader) {
+	c := l.c
+	defer ss.removeLink(l)
+	defer c.Close()
+
+	s := ss.srv
+	dev := s.dev
+	b := engine.NewBatch(dev.BatchSize())
+	dead := 3 * s.keepalive
+	last := time.Now()
+	c.SetReadDeadline(last.Add(dead))
+	for {
+		f, err := r.Next()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("connection ended", "user", ss.user, "err", err)
+			}
+			return
+		}
+		if now := time.Now(); now.Sub(last) > time.Second {
+			last = now
+			c.SetReadDeadline(now.Add(dead))
+		}
+		switch f.Type {
+		case wire.TypeData:
+			ss.route(f.Payload, b)
+		case wire.TypePing:
+			if len(f.Payload) <= 64 {
+				if err := l.write(wire.AppendFrame(nil, wire.TypePong, f.Payload), dead); err != nil {
+					return
+				}
+			}
+		case wire.TypeClose:
+			return
+		}
+		if b.Len() > 0 && (b.Full() || !r.FrameBuffered()) {
+			if err := b.Flush(dev); err != nil && !isClosed(err) {
+				s.log.Debug("tun write", "err", err)
+			}
+		}
+	}
+}
+
+// route delivers one packet from the client: to another client when the
+// destination is one (unless isolated), else to the server's TUN.
+func (ss *session) route(p []byte, b *engine.Batch) {
+	s := ss.srv
+	src, dst, ok := ippkt.Addrs(p)
+	if !ok || !ss.ownsSource(src) {
+		s.Stats.SpoofDrops.Add(1)
+		return
+	}
+	if peer := (*s.table.Load())[dst]; peer != nil {
+		if peer == ss || s.cfg.IsolateClients {
+			s.Stats.IsolationDrops.Add(1)
+			return
+		}
+		ob := getOut()
+		ob.link = engine.FlowHash(p)
+		ob.b = wire.AppendFrame(ob.b, wire.TypeData, p)
+		peer.enqueue(ob)
+		return
+	}
+	b.Add(p)
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
+}
