@@ -75,6 +75,11 @@ type rig struct {
 
 func newRig(t *testing.T, mutate func(*config.Server)) *rig {
 	t.Helper()
+	return newRigAt(t, "127.0.0.1:0", mutate)
+}
+
+func newRigAt(t *testing.T, addr string, mutate func(*config.Server)) *rig {
+	t.Helper()
 	cfg := config.DefaultServer()
 	cfg.TunnelNetwork = "198.51.100.1/24"
 	cfg.TunnelNetworkV6 = "fd00:6d:1::1/64"
@@ -99,7 +104,7 @@ func newRig(t *testing.T, mutate func(*config.Server)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,14 +114,14 @@ func newRig(t *testing.T, mutate func(*config.Server)) *rig {
 	return &rig{srv: srv, tun: tun, addr: ln.Addr().String()}
 }
 
-type client struct {
+type testClient struct {
 	sess *engine.Session
 	tun  *tundevtest.ChannelTUN
 	v4   netip.Addr
 	v6   netip.Addr
 }
 
-func (r *rig) connect(t *testing.T, user, pw string, parallel int) *client {
+func (r *rig) connect(t *testing.T, user, pw string, parallel int) *testClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -132,7 +137,7 @@ func (r *rig) connect(t *testing.T, user, pw string, parallel int) *client {
 	tn.Attach(sess)
 	go tn.Run()
 	t.Cleanup(func() { sess.Close(); tun.Close() })
-	c := &client{sess: sess, tun: tun}
+	c := &testClient{sess: sess, tun: tun}
 	for _, p := range sess.Welcome.ClientAddrs {
 		if p.Addr().Is4() {
 			c.v4 = p.Addr()

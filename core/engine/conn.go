@@ -104,8 +104,12 @@ func ClientHandshake(ctx context.Context, c Conn, h *wire.Hello, timeout time.Du
 }
 
 // looksLikeHTTP reports whether a server's first bytes are an HTTP/1
-// response: the fallback web site.
+// response or an HTTP/2 server preface (a SETTINGS frame: 24-bit length with
+// a zero first byte, type 0x04, flags 0 or ACK): the fallback web site.
 func looksLikeHTTP(b []byte) bool {
+	if len(b) >= 5 && b[0] == 0 && b[3] == 0x04 && b[4]&^0x01 == 0 {
+		return true
+	}
 	if len(b) < 3 {
 		return false
 	}

@@ -16,7 +16,7 @@ readonly SRV_ADDR=192.0.2.130 SRV_PORT=443 HOST_ADDR=203.0.113.2 TUN_SRV=198.51.
 readonly NAT_IF=to-host
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BIN="$REPO/bin"
+BIN="${MIRAGE_DEMO_BIN:-$REPO/bin}" # where the binaries are built
 WORK=""
 SERVER_PID="" CLIENT_PID="" IPERF_PID=""
 START=$SECONDS
@@ -182,6 +182,8 @@ measure() {
 	out=$(in_ns $NS_CLI ping -n -c 5 -i 0.2 $TUN_SRV)
 	RTT=$(sed -n 's|.* = [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$out")
 	LOSS=$(sed -n 's/.* \([0-9.]*%\) packet loss.*/\1/p' <<<"$out")
+	out=$(in_ns $NS_CLI ping -n -c 5 -i 0.2 $SRV_ADDR)
+	RTT_DIRECT=$(sed -n 's|.* = [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$out")
 
 	say "iperf3 through the tunnel and the server's NAT to $HOST_ADDR (5 s each way)"
 	ip netns exec $NS_HOST iperf3 -s -B $HOST_ADDR >"$WORK/iperf3-server.log" 2>&1 &
@@ -203,10 +205,11 @@ summary() {
  client tunnel IPv4   ${V4:-?}
  client tunnel IPv6   ${V6:-?}
  transport            $(field transport) to $(field server)
- ping RTT (avg of 5)  ${RTT:-?} ms to $TUN_SRV (loss ${LOSS:-?})
+ ping RTT (avg of 5)  ${RTT:-?} ms to $TUN_SRV through the tunnel (loss ${LOSS:-?})
+                      ${RTT_DIRECT:-?} ms to $SRV_ADDR directly, for comparison
  iperf3 upload        ${UP:-?} Mbit/s  cli -> host
  iperf3 download      ${DOWN:-?} Mbit/s  host -> cli
- host $HOST_ADDR saw   ${SEEN:-nothing} as source (server NAT: $nat_ok)
+ NAT                  host $HOST_ADDR saw ${SEEN:-nothing} as the source (server's address: $nat_ok)
  runtime              $((SECONDS - START)) s
 =====================================================
 EOF

@@ -79,6 +79,7 @@ func checkConfigError(t *testing.T, stderr string, status int, timedOut bool, wa
 	case status == 0:
 		t.Fatalf("exit status 0 for a malformed config; stderr:\n%s", stderr)
 	}
+	t.Logf("stderr: %s", strings.TrimSpace(stderr))
 	if strings.Contains(stderr, "panic:") || strings.Contains(stderr, "goroutine ") {
 		t.Fatalf("panicked on a malformed config:\n%s", stderr)
 	}

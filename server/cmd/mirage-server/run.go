@@ -335,4 +335,3 @@ func randomPassword(n int) (string, error) {
 	}
 	return string(b), nil
 }
-
