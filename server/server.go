@@ -113,7 +113,8 @@ func New(o Options) (*Server, error) {
 		pending:  make(chan struct{}, maxPendingHandshakes),
 		pool4:    NewPool(v4),
 		sessions: map[[16]byte]*session{},
-		queueLen: max(c.Connection.SendQueuePackets/64, 16),
+		// send_queue_packets is counted in TUN read batches of ~16 packets.
+		queueLen: max(c.Connection.SendQueuePackets/16, 16),
 	}
 	s.serverAddrs = append(s.serverAddrs, v4.Addr())
 	s.clientBits4 = v4.Bits()

@@ -66,6 +66,11 @@ func replace(old, new string) func(string) string {
 	}
 }
 
+// prependText adds top-level keys (appended ones would land in the last table).
+func prependText(extra string) func(string) string {
+	return func(s string) string { return extra + s }
+}
+
 func appendText(extra string) func(string) string {
 	return func(s string) string { return s + extra }
 }
@@ -105,7 +110,7 @@ func TestE2EMalformedConfig(t *testing.T) {
 		cases := []configCase{
 			{"port-out-of-range", replace("bind_port = 8443", "bind_port = 70000"), "bind_port"},
 			{"port-wrong-type", replace("bind_port = 8443", `bind_port = "https"`), "bind_port"},
-			{"unknown-top-level-key", appendText("bind_prot = 443\n"), "bind_prot"},
+			{"unknown-top-level-key", prependText("bind_prot = 443\n"), "bind_prot"},
 			{"unknown-key-in-table", appendText("[nat]\nipv4_interfce = \"to-host\"\n"), "ipv4_interfce"},
 			{"bad-tunnel-network", replace(`tunnel_network = "198.51.100.1/24"`, `tunnel_network = "not-a-network"`), "tunnel_network"},
 			{"bad-tunnel-network-v6", replace(`tunnel_network_v6 = "fd00:6d:1::1/64"`, `tunnel_network_v6 = "198.51.100.1/24"`), "tunnel_network_v6"},

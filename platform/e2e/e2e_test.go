@@ -83,6 +83,12 @@ func TestE2EPing(t *testing.T) {
 			t.Errorf("%s in cli lacks %s:\n%s", cliTUN, a, addrs)
 		}
 	}
+	// RTT for the log only: timing is for benchmarks, not assertions.
+	for _, dst := range []string{srvAddr, tunSrv4} {
+		if out, err := nsOutput(tp.CLI, pingArgs(dst, 5)...); err == nil {
+			t.Logf("ping %s: %s", dst, strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]))
+		}
+	}
 	for _, c := range []struct{ name, addr string }{
 		{"server-tunnel-v4", tunSrv4},
 		{"server-tunnel-v6", tunSrv6},
@@ -197,6 +203,7 @@ func TestE2EWrongPassword(t *testing.T) {
 	if err != nil {
 		t.Fatalf("plain HTTPS GET of the server: %v", err)
 	}
+	t.Logf("plain HTTPS GET of the server:\n%s", tail(out, 15))
 	if !strings.HasPrefix(out, "status=200\n") {
 		t.Errorf("plain HTTPS GET: want status 200, got:\n%s", out)
 	}
@@ -262,6 +269,9 @@ func TestE2EClientKilledCleanup(t *testing.T) {
 	c.p.signal(syscall.SIGKILL)
 	if _, err := c.p.wait(5 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+	for _, d := range before.diff(tp.snapshot(t)) {
+		t.Logf("left behind by the killed client, for cleanup to undo: %s", d)
 	}
 	for i := 1; i <= 2; i++ { // cleanup must be repeatable
 		out, errOut, code := runBin(t, tp.CLI, "", bins(t).Helper, "cleanup", "--state-dir", c.stateDir)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -22,11 +23,42 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(runRole(role, os.Args[1:]))
 	}
+	if os.Geteuid() == 0 {
+		sweepStale()
+	}
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
 	os.Exit(code)
+}
+
+// staleNS matches the namespaces of this harness; group 1 is the pid of the
+// test process that made them.
+var staleNS = regexp.MustCompile(`^m2e(\d+)-\d+-(cli|rtr|srv|host|lone)$`)
+
+// sweepStale removes namespaces left by earlier test processes that died
+// before their cleanups ran (e.g. killed by a go test timeout).
+func sweepStale() {
+	out, err := output("ip", "netns", "list")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(out, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		m := staleNS.FindStringSubmatch(fields[0])
+		if m == nil {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + m[1]); err == nil {
+			continue // its test process still runs
+		}
+		_ = run("ip", "netns", "del", fields[0])
+		_ = os.RemoveAll(filepath.Join("/etc/netns", fields[0]))
+	}
 }
 
 // inCI reports whether missing prerequisites must fail instead of skip.

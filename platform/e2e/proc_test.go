@@ -60,6 +60,9 @@ func startProc(t *testing.T, ns, name string, opts procOpts, argv ...string) *pr
 	p.cmd.Stdout = stdout
 	p.cmd.Stderr = stderr
 	p.cmd.Env = append(os.Environ(), opts.Env...)
+	// If the test binary dies without running its cleanups (a go test
+	// timeout), take the process down with it.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if opts.Stdin != "" {
 		p.cmd.Stdin = strings.NewReader(opts.Stdin)
 	}

@@ -142,6 +142,11 @@ func (s *Site) Handler() http.Handler { return s.handler }
 // anything else read from conn. alpn is the negotiated ALPN protocol: "h2"
 // selects HTTP/2, anything else HTTP/1.1. ServeConn returns when the
 // connection is finished, and it always closes conn.
+//
+// Requests that never reach the handler are answered by Go's HTTP servers
+// themselves: malformed HTTP/1.1 gets Go's plain-text "400 Bad Request"
+// (without a Server header) and a close; a bad HTTP/2 preface closes the
+// connection. Both are bounded by the timeouts above.
 func (s *Site) ServeConn(conn net.Conn, replay []byte, alpn string) {
 	rc, c := newReplayConn(conn, replay)
 	if !s.track(c, true) {

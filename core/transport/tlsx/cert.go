@@ -27,7 +27,8 @@ const certValidity = 10 * 365 * 24 * time.Hour
 // EnsureCert makes sure certFile and keyFile hold a usable certificate and
 // key. If either file is missing it generates a self-signed ECDSA P-256
 // certificate for hosts (IP addresses become IP SANs, anything else DNS
-// SANs; empty means "localhost"), writes both files atomically (key 0600,
+// SANs; unspecified addresses such as 0.0.0.0 are skipped; none left means
+// "localhost"), writes both files atomically (key 0600,
 // certificate 0644) and reports generated=true. Existing files are loaded
 // and checked, never overwritten. pinHex is the hex SHA-256 of the leaf
 // certificate's DER, the value a client profile pins.
@@ -137,6 +138,9 @@ func selfSigned(hosts []string, now time.Time) (certPEM, keyPEM []byte, err erro
 	for _, h := range hosts {
 		h = strings.TrimSpace(h)
 		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+		if ip := net.ParseIP(h); ip != nil && ip.IsUnspecified() {
+			continue // a bind address like 0.0.0.0 names no host
+		}
 		if h != "" {
 			names = append(names, h)
 		}

@@ -99,14 +99,14 @@ func TestEnsureCertGeneratesOnceWithStablePin(t *testing.T) {
 func TestEnsureCertDefaultsToLocalhost(t *testing.T) {
 	dir := t.TempDir()
 	certFile := filepath.Join(dir, "c.pem")
-	if _, _, err := EnsureCert(certFile, filepath.Join(dir, "k.pem"), []string{" ", ""}); err != nil {
+	if _, _, err := EnsureCert(certFile, filepath.Join(dir, "k.pem"), []string{" ", "", "0.0.0.0", "[::]"}); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(certFile)
 	block, _ := pem.Decode(data)
 	cert, _ := x509.ParseCertificate(block.Bytes)
-	if cert.Subject.CommonName != "localhost" || len(cert.DNSNames) != 1 || cert.DNSNames[0] != "localhost" {
-		t.Errorf("CN %q SANs %v, want localhost", cert.Subject.CommonName, cert.DNSNames)
+	if cert.Subject.CommonName != "localhost" || len(cert.DNSNames) != 1 || cert.DNSNames[0] != "localhost" || len(cert.IPAddresses) != 0 {
+		t.Errorf("CN %q SANs %v %v, want only localhost", cert.Subject.CommonName, cert.DNSNames, cert.IPAddresses)
 	}
 }
 

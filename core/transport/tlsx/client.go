@@ -105,7 +105,13 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	}
 	if err := u.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
-		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		// The conn deadline (= ctx deadline) may fire just before ctx does.
+		ctxErr := ctx.Err()
+		var ne net.Error
+		if ctxErr == nil && errors.As(err, &ne) && ne.Timeout() {
+			ctxErr = context.DeadlineExceeded
+		}
+		if ctxErr != nil && !errors.Is(err, ctxErr) {
 			err = fmt.Errorf("%w (%w)", ctxErr, err)
 		}
 		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)

@@ -409,3 +409,26 @@ func TestServerConfigErrors(t *testing.T) {
 		t.Errorf("unexpected config: min %#x alpn %v", cfg.MinVersion, cfg.NextProtos)
 	}
 }
+
+func TestDialIPAddressName(t *testing.T) {
+	// Server name derived from an IP address: no SNI is sent (as in
+	// browsers) and the certificate must carry the IP as a SAN.
+	certFile, keyFile, _ := selfSignedFiles(t, "127.0.0.1")
+	addr, results := startServer(t, serverConfig(t, certFile, keyFile))
+	c, err := Dial(dialCtx(t), addr, ClientOptions{CAFile: certFile})
+	if err != nil {
+		t.Fatalf("Dial by IP with the self-signed cert as CA: %v", err)
+	}
+	c.Close()
+	if res := <-results; res.err != nil || res.state.ServerName != "" {
+		t.Errorf("server: err %v, SNI %q (want none for an IP)", res.err, res.state.ServerName)
+	}
+
+	other, _, _ := selfSignedFiles(t, "localhost")
+	addr2, results2 := startServer(t, serverConfig(t, other, strings.TrimSuffix(other, "cert.pem")+"key.pem"))
+	_, err = Dial(dialCtx(t), addr2, ClientOptions{CAFile: other})
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("cert without the IP SAN: err = %v", err)
+	}
+	<-results2
+}

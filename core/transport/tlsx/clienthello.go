@@ -11,7 +11,7 @@ import (
 const (
 	recordTypeHandshake      = 22
 	handshakeTypeClientHello = 1
-	maxRecordPayload         = 1 << 14        // RFC 8446 §5.1
+	maxRecordPayload         = 1 << 14       // RFC 8446 §5.1
 	maxClientHelloLen        = 1<<16 + 1<<14 // far above any real browser hello
 )
 

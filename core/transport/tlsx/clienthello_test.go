@@ -15,7 +15,7 @@ import (
 // public capture of headless Chromium 156 on Debian 12, decoded with
 // tshark) that the tests use.
 type chromeFixture struct {
-	ClientVersion string `json:"client_version"`
+	ClientVersion string   `json:"client_version"`
 	JA4Seen       []string `json:"ja4_values_seen"`
 	AllHellos     []struct {
 		ExtensionsNorm []string `json:"extensions_norm"`
@@ -26,20 +26,20 @@ type chromeFixture struct {
 			Version     string `json:"record_version"`
 			Lengths     []int  `json:"record_lengths"`
 		} `json:"record"`
-		LegacyVersion          string          `json:"legacy_version"`
-		SessionIDLength        int             `json:"session_id_length"`
-		CompressionMethods     []int           `json:"compression_methods"`
-		CipherSuitesNorm       []string        `json:"cipher_suites_norm"`
-		ExtensionsNorm         []string        `json:"extensions_norm"`
-		SNI                    []string        `json:"sni"`
-		SupportedGroupsNorm    []string        `json:"supported_groups_norm"`
-		SignatureAlgsNorm      []string        `json:"signature_algorithms_norm"`
-		ALPN                   []string        `json:"alpn"`
-		SupportedVersionsNorm  []string        `json:"supported_versions_norm"`
-		KeyShareLengthsNorm    [][]any         `json:"key_share_lengths_norm"`
-		ApplicationSettings    json.RawMessage `json:"application_settings"`
-		RawClientHelloRecordHex string         `json:"raw_client_hello_record_hex"`
-		JA4                    string          `json:"ja4"`
+		LegacyVersion           string          `json:"legacy_version"`
+		SessionIDLength         int             `json:"session_id_length"`
+		CompressionMethods      []int           `json:"compression_methods"`
+		CipherSuitesNorm        []string        `json:"cipher_suites_norm"`
+		ExtensionsNorm          []string        `json:"extensions_norm"`
+		SNI                     []string        `json:"sni"`
+		SupportedGroupsNorm     []string        `json:"supported_groups_norm"`
+		SignatureAlgsNorm       []string        `json:"signature_algorithms_norm"`
+		ALPN                    []string        `json:"alpn"`
+		SupportedVersionsNorm   []string        `json:"supported_versions_norm"`
+		KeyShareLengthsNorm     [][]any         `json:"key_share_lengths_norm"`
+		ApplicationSettings     json.RawMessage `json:"application_settings"`
+		RawClientHelloRecordHex string          `json:"raw_client_hello_record_hex"`
+		JA4                     string          `json:"ja4"`
 	} `json:"hello"`
 }
 

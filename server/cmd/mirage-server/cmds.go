@@ -49,7 +49,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
-	users, err := auth.LoadUsers(cfg.ResolvePath(cfg.Authentication.UsersFile))
+	users, err := loadUsers(cfg)
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -84,7 +84,7 @@ func cmdInvite(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
-	users, err := auth.LoadUsers(cfg.ResolvePath(cfg.Authentication.UsersFile))
+	users, err := loadUsers(cfg)
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -122,4 +122,18 @@ func cmdInvite(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	stdout.Write(b)
 	return 0
+}
+
+// loadUsers reads the users file named by the config; errors name the
+// config file and the key.
+func loadUsers(cfg *config.Server) (*auth.Users, error) {
+	u, err := auth.LoadUsers(cfg.ResolvePath(cfg.Authentication.UsersFile))
+	if err != nil {
+		name := cfg.Path
+		if name == "" {
+			name = "server.toml"
+		}
+		return nil, fmt.Errorf("%s: [authentication] users_file: %w", name, err)
+	}
+	return u, nil
 }

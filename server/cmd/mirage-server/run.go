@@ -88,7 +88,7 @@ func newLogger(l config.Log, w io.Writer) *slog.Logger {
 
 // run composes the server: users, certificate, TUN, addresses, NAT, listener.
 func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
-	users, err := auth.LoadUsers(cfg.ResolvePath(cfg.Authentication.UsersFile))
+	users, err := loadUsers(cfg)
 	if err != nil {
 		return err
 	}
