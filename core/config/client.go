@@ -13,7 +13,7 @@ import (
 var knownProtocols = []string{ProtoReality, ProtoTCPTLS, ProtoQUIC}
 
 // Validate checks every field and returns all problems joined; each is a
-// *FieldError naming the file and key. Bounds (documented in docs/config.md):
+// *FieldError naming the file and key. Bounds (documented in README.md "Configuration reference"):
 // parallel_connections and quic_parallel_connections 1-16, mtu 0 or
 // 576-65535, connect/handshake timeouts 1-300 s, keepalive_s 0-600,
 // max_lifetime_s 0 or 30-604800, max_lifetime_jitter_s below max_lifetime_s,

@@ -16,7 +16,7 @@ import (
 // write it with mode 0600 (WriteFileAtomic).
 func (c *Client) MarshalTOML() ([]byte, error) {
 	w := &tomlWriter{}
-	w.comment("Mirage client configuration. Reference: docs/config.md")
+	w.comment("Mirage client configuration. Reference: README.md, Configuration reference")
 	w.blank()
 	w.comment(`Server address as "host:port"; IPv6 in brackets: "[2001:db8::1]:443".`)
 	w.str("connection_string", c.ConnectionString)
@@ -91,7 +91,7 @@ func (c *Client) MarshalTOML() ([]byte, error) {
 // same value; see Client.MarshalTOML.
 func (s *Server) MarshalTOML() ([]byte, error) {
 	w := &tomlWriter{}
-	w.comment("Mirage server configuration. Reference: docs/config.md")
+	w.comment("Mirage server configuration. Reference: README.md, Configuration reference")
 	w.blank()
 	w.comment(`Listen address and port (TCP for reality/tcp-tls, UDP for quic). "::" for IPv6.`)
 	w.str("bind_address", s.BindAddress)

@@ -177,10 +177,11 @@ start_client() {
 }
 
 measure() {
-	say "Ping through the tunnel (5 x $TUN_SRV)"
+	say "Ping through the tunnel (10 x $TUN_SRV)"
 	local out
-	out=$(in_ns $NS_CLI ping -n -c 5 -i 0.2 $TUN_SRV)
+	out=$(in_ns $NS_CLI ping -n -c 10 -i 0.2 $TUN_SRV)
 	RTT=$(sed -n 's|.* = [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$out")
+	RTT_MIN=$(sed -n 's|.* = \([0-9.]*\)/.*|\1|p' <<<"$out")
 	LOSS=$(sed -n 's/.* \([0-9.]*%\) packet loss.*/\1/p' <<<"$out")
 	out=$(in_ns $NS_CLI ping -n -c 5 -i 0.2 $SRV_ADDR)
 	RTT_DIRECT=$(sed -n 's|.* = [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$out")
@@ -205,7 +206,7 @@ summary() {
  client tunnel IPv4   ${V4:-?}
  client tunnel IPv6   ${V6:-?}
  transport            $(field transport) to $(field server)
- ping RTT (avg of 5)  ${RTT:-?} ms to $TUN_SRV through the tunnel (loss ${LOSS:-?})
+ ping RTT (10 pings)  avg ${RTT:-?} ms, min ${RTT_MIN:-?} ms to $TUN_SRV through the tunnel (loss ${LOSS:-?})
                       ${RTT_DIRECT:-?} ms to $SRV_ADDR directly, for comparison
  iperf3 upload        ${UP:-?} Mbit/s  cli -> host
  iperf3 download      ${DOWN:-?} Mbit/s  host -> cli

@@ -99,7 +99,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 		InsecureSkipVerify:    true,
 		VerifyPeerCertificate: verify,
 	}
-	u := utls.UClient(raw, cfg, utls.HelloChrome_Auto)
+	u := NewChromeClient(raw, cfg)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}

@@ -93,23 +93,6 @@ func parseWithFile(fs *flag.FlagSet, args []string) (string, error) {
 	}
 }
 
-func newLogger(l config.Log, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	switch l.Level {
-	case "debug":
-		lvl = slog.LevelDebug
-	case "warn":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
-	}
-	o := &slog.HandlerOptions{Level: lvl}
-	if l.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
-	}
-	return slog.New(slog.NewTextHandler(w, o))
-}
-
 func cmdConnect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -128,7 +111,7 @@ func cmdConnect(args []string, stdout, stderr io.Writer) int {
 	if _, err := cfg.UsableProtocols(client.Implemented); err != nil {
 		return fail(stderr, "%v", err)
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := cfg.Log.Logger(stderr)
 	if err := os.MkdirAll(*stateDir, 0o700); err != nil {
 		return fail(stderr, "state dir: %v", err)
 	}

@@ -62,28 +62,11 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	if *stateDir == "" {
 		*stateDir = "/run/mirage-server"
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := cfg.Log.Logger(stderr)
 	if err := run(cfg, *stateDir, log); err != nil {
 		return fail(stderr, "%v", err)
 	}
 	return 0
-}
-
-func newLogger(l config.Log, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	switch l.Level {
-	case "debug":
-		lvl = slog.LevelDebug
-	case "warn":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
-	}
-	o := &slog.HandlerOptions{Level: lvl}
-	if l.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
-	}
-	return slog.New(slog.NewTextHandler(w, o))
 }
 
 // run composes the server: users, certificate, TUN, addresses, NAT, listener.
