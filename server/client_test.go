@@ -47,6 +47,8 @@ func clientConfig(t *testing.T, addr, user, pw string) *config.Client {
 	c.Network.Routes = []string{"0.0.0.0/0"}
 	c.Network.ExcludedRoutes = []string{"192.0.2.0/25"}
 	c.Connection.ReconnectMaxBackoffS = 2
+	c.Network.DNSServers = []string{"192.0.2.54"}
+	c.Network.IPv4Address = "198.51.100.77"
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +100,7 @@ func TestClientRunConfiguresAndReconnects(t *testing.T) {
 	nw.mu.Lock()
 	got := nw.sets[0]
 	nw.mu.Unlock()
-	want4 := netip.MustParsePrefix("198.51.100.2/24")
+	want4 := netip.MustParsePrefix("198.51.100.77/24") // [network] ipv4_address
 	if got.Addrs[0] != want4 || got.MTU != 1420 || got.Interface != "chantun" {
 		t.Fatalf("netcfg %+v", got)
 	}
@@ -110,8 +112,8 @@ func TestClientRunConfiguresAndReconnects(t *testing.T) {
 	if len(got.Bypass) != 1 || got.Bypass[0] != netip.MustParseAddr("127.0.0.1") {
 		t.Fatalf("bypass %v", got.Bypass)
 	}
-	if len(got.DNS) != 1 || got.DNS[0] != netip.MustParseAddr("192.0.2.53") {
-		t.Fatalf("dns %v (want the pushed server)", got.DNS)
+	if len(got.DNS) != 2 || got.DNS[0] != netip.MustParseAddr("192.0.2.54") || got.DNS[1] != netip.MustParseAddr("192.0.2.53") {
+		t.Fatalf("dns %v (want the profile's, then the pushed server)", got.DNS)
 	}
 	if len(got.ExcludedRoutes) != 1 {
 		t.Fatalf("excluded %v", got.ExcludedRoutes)

@@ -119,6 +119,12 @@ func Run(ctx context.Context, o Options) (err error) {
 		Logger:           log,
 	}
 
+	for _, a := range []string{cfg.Network.IPv4Address, cfg.Network.IPv6Address} {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			params.Request = append(params.Request, ip.Unmap())
+		}
+	}
+
 	var (
 		dev     tundev.Device
 		tunnel  *engine.Tunnel
@@ -203,6 +209,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		tunnel.Attach(sess)
 		backoff = time.Second
 		params.Ticket = w.Ticket
+		// Ask for the same addresses on reconnect so connections inside the
+		// tunnel survive.
 		params.Request = params.Request[:0]
 		for _, p := range w.ClientAddrs {
 			params.Request = append(params.Request, p.Addr())
@@ -290,10 +298,12 @@ func netConfig(cfg *config.Client, w *wire.Welcome, name string, mtu int, server
 		if err != nil {
 			return nc, err
 		}
-		if len(dns) == 0 {
-			dns = w.DNS
+		// The profile's servers first, then the ones the server pushes.
+		for _, a := range append(dns, w.DNS...) {
+			if !slices.Contains(nc.DNS, a) {
+				nc.DNS = append(nc.DNS, a)
+			}
 		}
-		nc.DNS = dns
 	}
 	return nc, nil
 }

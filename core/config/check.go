@@ -135,6 +135,18 @@ func checkPrefixes(list []string) string {
 	return ""
 }
 
+// checkIPFamily requires an IPv4 (family 4) or IPv6 (6) address.
+func checkIPFamily(s string, family int) string {
+	if msg := checkIP(s); msg != "" {
+		return msg
+	}
+	a, _ := netip.ParseAddr(s)
+	if family == 4 && !a.Unmap().Is4() || family == 6 && a.Unmap().Is4() {
+		return fmt.Sprintf("%q is not an IPv%d address", s, family)
+	}
+	return ""
+}
+
 func checkIPs(list []string) string {
 	for _, s := range list {
 		if msg := checkIP(s); msg != "" {

@@ -86,6 +86,12 @@ func (c *Client) Validate() error {
 	el.check("network.excluded_routes", checkPrefixes(n.ExcludedRoutes))
 	el.check("network.dns_servers", checkIPs(n.DNSServers))
 	el.check("network.interface_name", checkInterfaceName(n.InterfaceName))
+	if n.IPv4Address != "" {
+		el.check("network.ipv4_address", checkIPFamily(n.IPv4Address, 4))
+	}
+	if n.IPv6Address != "" {
+		el.check("network.ipv6_address", checkIPFamily(n.IPv6Address, 6))
+	}
 
 	checkObfuscation(el, &c.Obfuscation)
 	checkLog(el, &c.Log)

@@ -81,6 +81,9 @@ func (c *Client) MarshalTOML() ([]byte, error) {
 	w.comment("Apply DNS settings to the system.")
 	w.boolean("set_dns", n.SetDNS)
 	w.str("interface_name", n.InterfaceName)
+	w.comment("Ask the server for these tunnel addresses (empty: any).")
+	w.str("ipv4_address", n.IPv4Address)
+	w.str("ipv6_address", n.IPv6Address)
 
 	writeObfuscation(w, &c.Obfuscation)
 	writeLog(w, &c.Log)

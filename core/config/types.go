@@ -67,6 +67,10 @@ type ClientNetwork struct {
 	DNSServers     []string `toml:"dns_servers"`
 	SetDNS         bool     `toml:"set_dns"`
 	InterfaceName  string   `toml:"interface_name"`
+	// IPv4Address / IPv6Address ask the server for these tunnel addresses
+	// (honoured when inside its networks and free).
+	IPv4Address string `toml:"ipv4_address"`
+	IPv6Address string `toml:"ipv6_address"`
 }
 
 type Obfuscation struct {

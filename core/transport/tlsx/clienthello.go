@@ -62,7 +62,8 @@ type ClientHello struct {
 // KeyShare is one entry of the key_share extension.
 type KeyShare struct {
 	Group uint16
-	Len   int // length of the key exchange data
+	Len   int    // length of the key exchange data
+	Data  []byte // the key exchange data (aliases ClientHello.Raw)
 }
 
 // IsGREASE reports whether v is a GREASE value (RFC 8701): 0x?a?a with
@@ -241,7 +242,7 @@ func (h *ClientHello) parseExtension(typ uint16, d cryptobyte.String) error {
 			if !list.ReadUint16(&g) || !list.ReadUint16LengthPrefixed(&kx) {
 				return errMalformed
 			}
-			h.KeyShares = append(h.KeyShares, KeyShare{Group: g, Len: len(kx)})
+			h.KeyShares = append(h.KeyShares, KeyShare{Group: g, Len: len(kx), Data: []byte(kx)})
 		}
 	}
 	return nil

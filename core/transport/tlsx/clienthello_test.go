@@ -1,6 +1,7 @@
 package tlsx
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -126,6 +127,11 @@ func TestParseClientHelloChromeCapture(t *testing.T) {
 	check("alpn", h.ALPN, fh.ALPN)
 	check("versions", normAll(h.SupportedVersions), fh.SupportedVersionsNorm)
 	check("key shares", normKeyShares(h.KeyShares), fixtureKeyShares(f))
+	for _, k := range h.KeyShares {
+		if len(k.Data) != k.Len || !bytes.Contains(h.Raw, k.Data) {
+			t.Errorf("key share %#04x: Data (%d bytes) is not the %d-byte key exchange from the hello", k.Group, len(k.Data), k.Len)
+		}
+	}
 	check("alps", h.ALPS, []string{"h2"})
 	check("ja4", ja4(h), fh.JA4)
 }
