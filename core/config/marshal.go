@@ -129,6 +129,8 @@ func (s *Server) MarshalTOML() ([]byte, error) {
 	w.str("cert_file", s.TLS.CertFile)
 	w.str("key_file", s.TLS.KeyFile)
 	w.boolean("auto_generate", s.TLS.AutoGenerate)
+	w.comment("With [reality] on the same port: SNIs that reach tcp-tls (besides none and the certificate's names).")
+	w.strs("server_names", s.TLS.ServerNames)
 
 	w.table("quic")
 	w.boolean("enabled", s.QUIC.Enabled)

@@ -58,6 +58,12 @@ func (s *Server) Validate() error {
 	if s.TLS.CertFile == "" {
 		el.add("tls.cert_file", "must not be empty")
 	}
+	for _, n := range s.TLS.ServerNames {
+		if msg := checkHostname(n); msg != "" {
+			el.add("tls.server_names", "%s", msg)
+			break
+		}
+	}
 	if s.TLS.KeyFile == "" {
 		el.add("tls.key_file", "must not be empty")
 	}

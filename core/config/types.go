@@ -125,6 +125,9 @@ type ServerTLS struct {
 	CertFile     string `toml:"cert_file"`
 	KeyFile      string `toml:"key_file"`
 	AutoGenerate bool   `toml:"auto_generate"`
+	// ServerNames are the SNIs served by tcp-tls when [reality] shares the
+	// port (besides none and the certificate's own names).
+	ServerNames []string `toml:"server_names"`
 }
 
 type ServerQUIC struct {
