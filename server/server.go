@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/ippkt"
+	"github.com/mirage-vpn/mirage/core/transport/reality"
 	"github.com/mirage-vpn/mirage/core/tundev"
 	"github.com/mirage-vpn/mirage/core/wire"
 )
@@ -39,6 +41,13 @@ type Options struct {
 	Users    *auth.Users
 	TLS      *tls.Config
 	Fallback Fallback // nil: close unauthenticated connections
+	// Reality, when set, shares the port: a ClientHello whose SNI is not
+	// one of TLSNames goes to REALITY (authenticated, or spliced to its
+	// destination site).
+	Reality *reality.Server
+	// TLSNames are the SNIs served by tcp-tls next to REALITY; "" (no SNI)
+	// is always included.
+	TLSNames []string
 }
 
 // Stats are server-wide counters.
@@ -65,6 +74,8 @@ type Server struct {
 	users    *auth.Users
 	tlsConf  *tls.Config
 	fallback Fallback
+	reality  *reality.Server
+	tlsNames map[string]bool
 	tickets  *auth.TicketKey
 	limiter  *auth.Limiter
 	pending  chan struct{}
@@ -108,6 +119,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: c, log: log, dev: o.TUN, users: o.Users, tlsConf: o.TLS, fallback: o.Fallback,
+		reality: o.Reality, tlsNames: map[string]bool{"": true},
 		tickets:  auth.NewTicketKey(),
 		limiter:  auth.NewLimiter(max(c.Connection.MaxConcurrentAuth, 1), c.Connection.MaxHandshakesPerIP),
 		pending:  make(chan struct{}, maxPendingHandshakes),
@@ -115,6 +127,9 @@ func New(o Options) (*Server, error) {
 		sessions: map[[16]byte]*session{},
 		// send_queue_packets is counted in TUN read batches of ~16 packets.
 		queueLen: max(c.Connection.SendQueuePackets/16, 16),
+	}
+	for _, n := range o.TLSNames {
+		s.tlsNames[strings.ToLower(n)] = true
 	}
 	s.serverAddrs = append(s.serverAddrs, v4.Addr())
 	s.clientBits4 = v4.Bits()
@@ -227,10 +242,14 @@ func (s *Server) handleConn(raw net.Conn) {
 	defer release()
 
 	remote := addrOf(raw.RemoteAddr())
-	raw.SetDeadline(time.Now().Add(s.hsTimeout))
-	tc := tls.Server(raw, s.tlsConf)
+	deadline := time.Now().Add(s.hsTimeout)
+	raw.SetDeadline(deadline)
 	stop := context.AfterFunc(s.ctx, func() { raw.Close() })
 	defer stop()
+	tc := s.demux(raw, deadline, remote, release)
+	if tc == nil {
+		return
+	}
 	if err := tc.HandshakeContext(s.ctx); err != nil {
 		s.log.Debug("tls handshake failed", "remote", remote, "err", err)
 		raw.Close()
@@ -306,6 +325,56 @@ func (s *Server) handleConn(raw net.Conn) {
 	release()
 	s.log.Info("client connected", "user", ss.user, "remote", remote, "addrs", ss.addrs, "join", hello.Join != nil)
 	ss.serveLink(l, wire.NewReaderBufio(br))
+}
+
+// demux picks the TLS server for a new connection. Without REALITY it is
+// tcp-tls. With REALITY it reads the ClientHello first, without answering:
+// an SNI of tcp-tls goes there; an authenticated REALITY hello gets the
+// REALITY TLS server; everything else (bad or replayed auth, other SNIs,
+// non-TLS bytes) is spliced to the real destination site, so a prober talks
+// to that site. It returns nil when the connection was handled.
+func (s *Server) demux(raw net.Conn, deadline time.Time, remote netip.Addr, release func()) *tls.Conn {
+	if s.reality == nil {
+		return tls.Server(raw, s.tlsConf)
+	}
+	hello, parsed, err := reality.ReadClientHello(raw, deadline)
+	if err == nil && s.tlsNames[strings.ToLower(parsed.ServerName)] {
+		return tls.Server(&replayConn{Conn: raw, pending: hello}, s.tlsConf)
+	}
+	if err == nil {
+		if a, ok := s.reality.Authenticate(hello, parsed); ok {
+			s.log.Debug("reality client authenticated", "remote", remote, "sni", a.ServerName)
+			return s.reality.TLSConn(raw, hello, a)
+		}
+	}
+	if len(hello) == 0 && err != nil {
+		// Nothing arrived before the deadline: close like an idle server.
+		raw.Close()
+		return nil
+	}
+	s.Stats.AuthFailures.Add(1)
+	s.log.Debug("splicing to the destination site", "remote", remote, "reason", err)
+	release()
+	if err := s.reality.Splice(s.ctx, raw, hello); err != nil && s.ctx.Err() == nil {
+		s.log.Debug("splice", "remote", remote, "err", err)
+	}
+	return nil
+}
+
+// replayConn returns the bytes already read from a connection before the
+// rest of it.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }
 
 func (s *Server) serveFallback(tc *tls.Conn, br *bufio.Reader, alpn string) {

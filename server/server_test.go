@@ -80,6 +80,11 @@ func newRig(t *testing.T, mutate func(*config.Server)) *rig {
 
 func newRigAt(t *testing.T, addr string, mutate func(*config.Server)) *rig {
 	t.Helper()
+	return newRigWith(t, addr, mutate, nil)
+}
+
+func newRigWith(t *testing.T, addr string, mutate func(*config.Server), opts func(*Options)) *rig {
+	t.Helper()
 	cfg := config.DefaultServer()
 	cfg.TunnelNetwork = "198.51.100.1/24"
 	cfg.TunnelNetworkV6 = "fd00:6d:1::1/64"
@@ -97,10 +102,14 @@ func newRigAt(t *testing.T, addr string, mutate func(*config.Server)) *rig {
 		t.Fatal(err)
 	}
 	tun := tundevtest.New(1420)
-	srv, err := New(Options{
+	o := Options{
 		Config: cfg, TUN: tun, Users: users, Fallback: fakeSite{},
 		TLS: &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}, NextProtos: []string{"h2", "http/1.1"}},
-	})
+	}
+	if opts != nil {
+		opts(&o)
+	}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,3 +416,5 @@ func TestPool(t *testing.T) {
 		t.Fatalf("static v6: %v", x)
 	}
 }
+
+func helloFor(user, pw string) *wire.Hello { return &wire.Hello{Username: user, Password: pw} }

@@ -21,13 +21,14 @@ import (
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/netcfg"
+	"github.com/mirage-vpn/mirage/core/transport/reality"
 	"github.com/mirage-vpn/mirage/core/transport/tlsx"
 	"github.com/mirage-vpn/mirage/core/tundev"
 	"github.com/mirage-vpn/mirage/core/wire"
 )
 
 // Implemented lists the transports this build can dial.
-var Implemented = map[string]bool{config.ProtoTCPTLS: true}
+var Implemented = map[string]bool{config.ProtoTCPTLS: true, config.ProtoReality: true}
 
 // State of the client.
 type State int
@@ -340,6 +341,19 @@ func Dialers(cfg *config.Client, target netip.AddrPort, log *slog.Logger) ([]eng
 				o.PinnedSHA256 = pin[:]
 			}
 			ds = append(ds, &tlsDialer{addr: target.String(), opts: o, timeout: time.Duration(cfg.Connection.ConnectTimeoutS) * time.Second})
+		case config.ProtoReality:
+			pub, err := cfg.RealityPublicKey()
+			if err != nil {
+				return nil, err
+			}
+			var sid [8]byte
+			if len(cfg.Reality.ShortIDs) > 0 {
+				if sid, err = config.DecodeShortID(cfg.Reality.ShortIDs[0]); err != nil {
+					return nil, err
+				}
+			}
+			o := reality.ClientOptions{ServerName: cfg.RealitySNI(), PublicKey: pub, ShortID: sid, Logger: log}
+			ds = append(ds, &realityDialer{addr: target.String(), opts: o, timeout: time.Duration(cfg.Connection.ConnectTimeoutS) * time.Second})
 		}
 	}
 	for _, p := range cfg.Protocols() {
@@ -365,6 +379,27 @@ func (d *tlsDialer) Dial(ctx context.Context) (engine.Conn, error) {
 		defer cancel()
 	}
 	c, err := tlsx.Dial(ctx, d.addr, d.opts)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+type realityDialer struct {
+	addr    string
+	opts    reality.ClientOptions
+	timeout time.Duration
+}
+
+func (d *realityDialer) Protocol() string { return config.ProtoReality }
+
+func (d *realityDialer) Dial(ctx context.Context) (engine.Conn, error) {
+	if d.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+	}
+	c, err := reality.Dial(ctx, d.addr, d.opts)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ const (
 	DefaultParallelConnections  = 1
 	DefaultConnectTimeoutS      = 10
 	DefaultHandshakeTimeoutS    = 10
+	DefaultRealityMaxTimeDiffS  = 90
 	DefaultReconnectMaxBackoffS = 32
 	DefaultClientInterface      = "mirage0"
 	DefaultPaddingProbability   = 0.1
@@ -92,6 +93,7 @@ func (s *Server) ApplyDefaults() {
 	setInt(&s.KeepaliveS, DefaultServerKeepaliveS)
 	setStr(&s.TLS.CertFile, DefaultCertFile)
 	setStr(&s.TLS.KeyFile, DefaultKeyFile)
+	setInt(&s.Reality.MaxTimeDiffS, DefaultRealityMaxTimeDiffS)
 	setInt(&s.Connection.HandshakeTimeoutS, DefaultHandshakeTimeoutS)
 	setInt(&s.Connection.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)
 	setInt(&s.Connection.MaxConcurrentAuth, DefaultMaxConcurrentAuth)

@@ -86,3 +86,29 @@ func ja4Hash(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])[:12]
 }
+
+// ja3String returns the JA3 input string (Salesforce spec, GREASE values
+// dropped): version,ciphers,extensions,groups,point formats. With sortExts
+// the extensions are sorted, which gives JA3N (stable under Chrome's
+// extension shuffling).
+func ja3String(h *ClientHello, pointFormats []byte, sortExts bool) string {
+	join := func(vs []uint16) string {
+		var parts []string
+		for _, v := range vs {
+			if !IsGREASE(v) {
+				parts = append(parts, fmt.Sprint(v))
+			}
+		}
+		return strings.Join(parts, "-")
+	}
+	exts := slices.Clone(h.Extensions)
+	if sortExts {
+		slices.Sort(exts)
+	}
+	var pf []string
+	for _, p := range pointFormats {
+		pf = append(pf, fmt.Sprint(p))
+	}
+	return fmt.Sprintf("%d,%s,%s,%s,%s", h.LegacyVersion, join(h.CipherSuites), join(exts),
+		join(h.SupportedGroups), strings.Join(pf, "-"))
+}

@@ -20,18 +20,29 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		return fail(stderr, "keygen: takes no arguments")
 	}
-	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	priv, pub, sid, err := newRealityKeys()
 	if err != nil {
 		return fail(stderr, "keygen: %v", err)
 	}
-	var priv, pub [32]byte
+	fmt.Fprintf(stdout, "# server.toml [reality]\nprivate_key = %q\nshort_ids = [%q]\n\n", config.EncodeKey(priv), sid)
+	fmt.Fprintf(stdout, "# client.toml [reality]\npublic_key = %q\nshort_ids = [%q]\n", config.EncodeKey(pub), sid)
+	return 0
+}
+
+// newRealityKeys makes a REALITY X25519 key pair and a random 8-byte short
+// id (hex).
+func newRealityKeys() (priv, pub [32]byte, shortID string, err error) {
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return priv, pub, "", err
+	}
 	copy(priv[:], k.Bytes())
 	copy(pub[:], k.PublicKey().Bytes())
 	sid := make([]byte, 8)
-	rand.Read(sid)
-	fmt.Fprintf(stdout, "# server.toml [reality]\nprivate_key = %q\nshort_ids = [%q]\n\n", config.EncodeKey(priv), hex.EncodeToString(sid))
-	fmt.Fprintf(stdout, "# client.toml [reality]\npublic_key = %q\nshort_ids = [%q]\n", config.EncodeKey(pub), hex.EncodeToString(sid))
-	return 0
+	if _, err := rand.Read(sid); err != nil {
+		return priv, pub, "", err
+	}
+	return priv, pub, hex.EncodeToString(sid), nil
 }
 
 // cmdCheck validates a server.toml and the files it names.
@@ -107,7 +118,10 @@ func cmdInvite(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if h == "" {
 		h = cfg.BindAddress
 	}
-	c := clientProfile(hostPort(h, cfg.BindPort), pin, *user, password)
+	c, err := clientProfile(cfg, hostPort(h, cfg.BindPort), pin, *user, password)
+	if err != nil {
+		return fail(stderr, "invite: %v", err)
+	}
 	if !cfg.TLS.AutoGenerate {
 		// A certificate from a CA is renewed regularly: verify it by name
 		// against the system roots instead of pinning it.

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,10 +19,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/mirage-vpn/mirage/core/auth"
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/netcfg"
+	"github.com/mirage-vpn/mirage/core/transport/reality"
 	"github.com/mirage-vpn/mirage/core/transport/tlsx"
 	"github.com/mirage-vpn/mirage/platform/nat"
 	"github.com/mirage-vpn/mirage/platform/osnet"
@@ -151,7 +156,17 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 		log.Info("NAT enabled", "ipv4_interface", cfg.NAT.IPv4Interface, "ipv6_interface", cfg.NAT.IPv6Interface)
 	}
 
-	srv, err := server.New(server.Options{Config: cfg, Logger: log, TUN: dev, Users: users, TLS: tlsConf, Fallback: site})
+	opts := server.Options{Config: cfg, Logger: log, TUN: dev, Users: users, TLS: tlsConf, Fallback: site}
+	if cfg.RealityEnabled() {
+		rs, err := realityServer(cfg, log)
+		if err != nil {
+			return err
+		}
+		opts.Reality = rs
+		opts.TLSNames = append(certNames(tlsConf), cfg.TLS.ServerNames...)
+		log.Info("reality enabled", "server_names", cfg.RealityServerNames(), "dest", rs.Dest(), "tcp_tls_names", opts.TLSNames)
+	}
+	srv, err := server.New(opts)
 	if err != nil {
 		return err
 	}
@@ -201,9 +216,47 @@ loop:
 	return runErr
 }
 
+// realityServer builds the REALITY side of the shared port from [reality].
+func realityServer(cfg *config.Server, log *slog.Logger) (*reality.Server, error) {
+	priv, err := cfg.RealityPrivateKey()
+	if err != nil {
+		return nil, err
+	}
+	rc := reality.ServerConfig{
+		PrivateKey: priv, ServerNames: cfg.RealityServerNames(), Dest: cfg.RealityDest(),
+		MaxTimeDiff: time.Duration(cfg.Reality.MaxTimeDiffS) * time.Second, Logger: log,
+	}
+	for _, s := range cfg.Reality.ShortIDs {
+		id, err := config.DecodeShortID(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: [reality] short_ids: %w", cfg.Path, err)
+		}
+		rc.ShortIDs = append(rc.ShortIDs, id)
+	}
+	rs, err := reality.NewServer(rc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: [reality]: %w", cfg.Path, err)
+	}
+	return rs, nil
+}
+
+// certNames are the DNS names of the tcp-tls certificate: SNIs that reach
+// tcp-tls when REALITY shares the port.
+func certNames(c *tls.Config) []string {
+	if len(c.Certificates) == 0 || len(c.Certificates[0].Certificate) == 0 {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(c.Certificates[0].Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf.DNSNames
+}
+
 // genOpts are the flags used when --data-dir generates a configuration.
 type genOpts struct {
 	bind, host, tun4, tun6, natIf string
+	realityTarget, realityDest    string
 	port                          int
 }
 
@@ -215,6 +268,8 @@ func genFlags(fs *flag.FlagSet) *genOpts {
 	fs.StringVar(&g.tun4, "tunnel-network", "", "tunnel network, the server's address with prefix (generation only)")
 	fs.StringVar(&g.tun6, "tunnel-network-v6", "", "IPv6 tunnel network (generation only)")
 	fs.StringVar(&g.natIf, "nat-interface", "", "egress interface to masquerade through (generation only)")
+	fs.StringVar(&g.realityTarget, "reality-target", "", "enable REALITY imitating this site (its SNI); generates the keys (generation only)")
+	fs.StringVar(&g.realityDest, "reality-dest", "", "where unauthenticated REALITY connections are spliced (default: target:443; generation only)")
 	return g
 }
 
@@ -244,6 +299,16 @@ func ensureDataDir(dir string, g *genOpts, stdout io.Writer) (string, error) {
 	if g.tun6 != "" {
 		cfg.NAT.IPv6Interface = g.natIf
 	}
+	if g.realityTarget != "" {
+		priv, _, sid, err := newRealityKeys()
+		if err != nil {
+			return "", err
+		}
+		cfg.Reality.PrivateKey = config.EncodeKey(priv)
+		cfg.Reality.TargetSNI = g.realityTarget
+		cfg.Reality.Dest = g.realityDest
+		cfg.Reality.ShortIDs = []string{sid}
+	}
 	cfg.Path = path
 	if err := cfg.Validate(); err != nil {
 		return "", err
@@ -268,7 +333,10 @@ func ensureDataDir(dir string, g *genOpts, stdout io.Writer) (string, error) {
 	if err := users.Save(filepath.Join(dir, cfg.Authentication.UsersFile)); err != nil {
 		return "", err
 	}
-	client := clientProfile(hostPort(host, cfg.BindPort), pin, firstUser, password)
+	client, err := clientProfile(cfg, hostPort(host, cfg.BindPort), pin, firstUser, password)
+	if err != nil {
+		return "", err
+	}
 	ct, err := client.MarshalTOML()
 	if err != nil {
 		return "", err
@@ -296,14 +364,34 @@ func hostPort(host string, port int) string {
 	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
-func clientProfile(addr, pin, user, password string) *config.Client {
+// clientProfile is the client.toml for a user of srv: tcp-tls with the
+// certificate pin, and REALITY first when the server has it.
+func clientProfile(srv *config.Server, addr, pin, user, password string) (*config.Client, error) {
 	c := config.DefaultClient()
 	c.ConnectionString = addr
 	c.Connection.EnabledProtocols = []string{config.ProtoTCPTLS}
 	c.TLS.PinnedSHA256 = pin
 	c.Authentication.Username = user
 	c.Authentication.Password = password
-	return c
+	if srv.RealityEnabled() {
+		priv, err := srv.RealityPrivateKey()
+		if err != nil {
+			return nil, err
+		}
+		k, err := ecdh.X25519().NewPrivateKey(priv[:])
+		if err != nil {
+			return nil, fmt.Errorf("[reality] private_key: %w", err)
+		}
+		var pub [32]byte
+		copy(pub[:], k.PublicKey().Bytes())
+		c.Connection.EnabledProtocols = []string{config.ProtoReality, config.ProtoTCPTLS}
+		c.Reality.PublicKey = config.EncodeKey(pub)
+		c.Reality.TargetSNI = srv.RealityServerNames()[0]
+		if len(srv.Reality.ShortIDs) > 0 {
+			c.Reality.ShortIDs = []string{srv.Reality.ShortIDs[0]}
+		}
+	}
+	return c, nil
 }
 
 func randomPassword(n int) (string, error) {
