@@ -211,4 +211,3 @@ func TestFallbackToTCPTLS(t *testing.T) {
 		t.Fatalf("connected with %s", sess.Protocol)
 	}
 }
-
