@@ -10,7 +10,7 @@ export CGO_ENABLED ?= 0
 export PATH := $(PATH):/usr/local/go/bin
 
 # Debian packages the tests and the demo use.
-TEST_PKGS := iproute2 nftables iptables iperf3 iputils-ping ethtool curl ca-certificates
+TEST_PKGS := iproute2 nftables iptables iperf3 iputils-ping ethtool curl openssl ca-certificates procps
 
 FUZZTIME ?= 30s
 
