@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	utls "github.com/refraction-networking/utls"
 )
 
 // Our hello offers GREASE and ML-DSA signature schemes uTLS cannot verify,
@@ -224,5 +227,41 @@ func TestChromeHelloInteropOpenSSL(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestChromeClientSessionCache checks that a config with a session cache
+// works: Chrome's fresh-connection hello has no pre_shared_key extension,
+// so a cached TLS 1.3 session must be skipped, not make uTLS panic.
+func TestChromeClientSessionCache(t *testing.T) {
+	cert, _ := interopCert(t, interopKeys[1])
+	addr, results := startServer(t, &tls.Config{Certificates: []tls.Certificate{cert}})
+	cache := utls.NewLRUClientSessionCache(4)
+	for i := range 2 {
+		raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+		u := NewChromeClient(raw, &utls.Config{ServerName: "localhost", InsecureSkipVerify: true, ClientSessionCache: cache})
+		if err := u.Handshake(); err != nil {
+			raw.Close()
+			t.Fatalf("handshake %d: %v", i, err)
+		}
+		if res := <-results; res.err != nil {
+			t.Fatalf("server handshake %d: %v", i, res.err)
+		}
+		// A round trip lets the client read the server's session ticket.
+		if _, err := u.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(u, buf); err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		if u.ConnectionState().DidResume {
+			t.Errorf("connection %d resumed; Chrome's first-connection hello cannot", i)
+		}
+		u.Close()
 	}
 }

@@ -56,9 +56,9 @@ type Conn struct {
 }
 
 // Dial connects to addr over TCP and performs a TLS handshake whose
-// ClientHello is uTLS's current Chrome parrot (utls.HelloChrome_Auto,
-// Chrome 133 in utls v1.8.2: X25519MLKEM768 key share, ALPN h2 + http/1.1).
-// The parrot's ALPN list is kept as is so the fingerprint stays Chrome's.
+// ClientHello is our Chrome fingerprint (NewChromeClient: modelled field by
+// field on a Chromium 156 capture, see docs/fingerprint.md), ALPN h2 +
+// http/1.1 as Chrome sends it.
 // The whole dial is bounded by ctx, or by DefaultHandshakeTimeout when ctx
 // has no deadline.
 func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
