@@ -347,11 +347,8 @@ func (s *Server) demux(raw net.Conn, deadline time.Time, remote netip.Addr, rele
 			return s.reality.TLSConn(raw, hello, a)
 		}
 	}
-	if len(hello) == 0 && err != nil {
-		// Nothing arrived before the deadline: close like an idle server.
-		raw.Close()
-		return nil
-	}
+	// Everything else, including a connection that sent nothing before the
+	// deadline, goes to the real site, whose own timers then apply.
 	s.Stats.AuthFailures.Add(1)
 	s.log.Debug("splicing to the destination site", "remote", remote, "reason", err)
 	release()

@@ -141,10 +141,10 @@ func makeSiteCerts(t *testing.T, dir string) (caFile, certFile, keyFile string, 
 }
 
 // startRealityServer is startGeneratedServer with REALITY imitating
-// realityTarget and splicing to the stand-in. With debug, the generated
-// server.toml gets [log] level = "debug" and the server is restarted, so
-// its log names why a hello was not authenticated.
-func startRealityServer(t *testing.T, tp *topology, debug bool) *mserver {
+// realityTarget and splicing to the stand-in. With a non-nil edit, the
+// server is stopped after generating its data dir, edit is applied to
+// server.toml and the server restarted from it.
+func startRealityServer(t *testing.T, tp *topology, edit func(m map[string]any)) *mserver {
 	t.Helper()
 	b := bins(t)
 	s := &mserver{tp: tp, dataDir: filepath.Join(t.TempDir(), "server")}
@@ -164,10 +164,10 @@ func startRealityServer(t *testing.T, tp *topology, debug bool) *mserver {
 	if !strings.Contains(s.p.Stderr(), "reality enabled") {
 		t.Errorf("server generated with --reality-target did not log \"reality enabled\"; stderr:\n%s", tail(s.p.Stderr(), 20))
 	}
-	if debug {
+	if edit != nil {
 		s.stop(t)
 		m := readTOML(t, s.configPath())
-		table(m, "log")["level"] = "debug"
+		edit(m)
 		writeTOML(t, s.configPath(), m)
 		s.restart(t)
 	}
@@ -241,20 +241,24 @@ func sClient(t *testing.T, ns, addr, servername, caFile string) ([]string, strin
 	return pemRE.FindAllString(out, -1), out
 }
 
+// debugLog sets [log] level = "debug" in server.toml, so the server logs
+// why it did not authenticate a hello.
+func debugLog(m map[string]any) { table(m, "log")["level"] = "debug" }
+
 // realitySetup builds a topology with the stand-in site and a REALITY
-// server.
-func realitySetup(t *testing.T, debug bool) (*topology, *standIn, *mserver) {
+// server (edit as for startRealityServer).
+func realitySetup(t *testing.T, edit func(m map[string]any)) (*topology, *standIn, *mserver) {
 	t.Helper()
 	tp := newTopology(t)
 	st := startStandIn(t, tp)
-	s := startRealityServer(t, tp, debug)
+	s := startRealityServer(t, tp, edit)
 	return tp, st, s
 }
 
 // The generated REALITY profile connects with transport=reality; ping (v4,
 // v6, NAT) and a TCP transfer work through it.
 func TestE2ERealityTraffic(t *testing.T) {
-	tp, _, s := realitySetup(t, false)
+	tp, _, s := realitySetup(t, nil)
 
 	sc := readTOML(t, s.configPath())
 	r := table(sc, "reality")
@@ -298,7 +302,7 @@ func TestE2ERealityProbers(t *testing.T) {
 			skipOrFail(t, "REALITY prober test needs %s in PATH (Debian package %s): %v", tool, tool, err)
 		}
 	}
-	tp, st, s := realitySetup(t, false)
+	tp, st, s := realitySetup(t, nil)
 
 	before := st.peers(srvHostAddr)
 	via := curlSite(t, tp.CLI, srvAddr, st.caFile)
@@ -337,7 +341,7 @@ func TestE2ERealityBadClients(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		skipOrFail(t, "needs openssl in PATH (Debian package openssl): %v", err)
 	}
-	tp, st, s := realitySetup(t, true)
+	tp, st, s := realitySetup(t, debugLog)
 	wrongPub, wrongSID := keygen(t)
 	good := readTOML(t, s.clientPath())
 	goodSID := fmt.Sprint(table(good, "reality")["short_ids"])
@@ -367,7 +371,7 @@ func TestE2ERealityBadClients(t *testing.T) {
 		cl.p.name = "mirage-helper-" + c.name
 		clients = append(clients, cl)
 	}
-	const watch = 8 * time.Second
+	const watch = 5 * time.Second
 	time.Sleep(watch)
 	for i, c := range cases {
 		cl := clients[i]
@@ -446,11 +450,51 @@ func TestE2ERealityBadClients(t *testing.T) {
 	if s.p.exited() {
 		t.Fatalf("server died: status %d; stderr:\n%s", s.p.exitStatus, tail(s.p.Stderr(), 30))
 	}
-	// The server still serves a good client.
-	_, line := connect(t, tp, s)
-	if got := connectedField(line, "transport"); got != "reality" {
-		t.Errorf("good client after the bad ones: transport=%q, want reality", got)
+	// The server still serves a good client: a user added now, with the
+	// profile "mirage-server invite" makes (REALITY first).
+	srvBin := bins(t).Server
+	const pass = "carol-e2e-Secret-7"
+	if o, e, code := runBin(t, "", pass+"\n", srvBin, "users", "add", "-f", s.usersPath(), "carol"); code != 0 {
+		t.Fatalf("users add: status %d\n%s%s", code, o, e)
 	}
+	s.p.signal(syscall.SIGHUP)
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(s.p.Stderr(), "users reloaded") }) {
+		t.Fatalf("server did not log \"users reloaded\" after SIGHUP")
+	}
+	inv, e, code := runBin(t, "", pass+"\n", srvBin, "invite", "-c", s.configPath(), "--user", "carol", "--host", serverEndpoint())
+	if code != 0 {
+		t.Fatalf("invite: status %d\n%s", code, e)
+	}
+	conf := filepath.Join(t.TempDir(), "carol.toml")
+	if err := os.WriteFile(conf, []byte(inv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := readTOML(t, conf)
+	if got := fmt.Sprint(table(m, "connection")["enabled_protocols"]); got != "[reality tcp-tls]" {
+		t.Errorf("invite of a REALITY server: enabled_protocols = %s, want [reality tcp-tls]", got)
+	}
+	if got, want := fmt.Sprint(table(m, "reality")), fmt.Sprint(table(good, "reality")); got != want {
+		t.Errorf("invite [reality] = %s, want the generated profile's %s", got, want)
+	}
+	c := startClient(t, tp, conf)
+	line := c.waitConnected(t, 1, connectTimeout)
+	t.Logf("invited client: %s", line)
+	if got := connectedField(line, "transport"); got != "reality" {
+		t.Errorf("invited client after the bad ones: transport=%q, want reality", got)
+	}
+	waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
+}
+
+// waitFor polls cond every 50 ms until it holds or timeout passes.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
 }
 
 // gotBytes extracts the got=HEX field of a rawsend line.
@@ -482,13 +526,17 @@ func mustRole(t *testing.T, ns, role string, args ...string) string {
 }
 
 // REALITY and tcp-tls share the port: while a REALITY client is connected,
-// a TLS client without SNI gets the server's own certificate and web site;
-// then a tcp-tls-only profile connects with transport=tcp-tls.
+// TLS without SNI or with a [tls] server_names name gets the server's own
+// certificate and web site; then a tcp-tls-only profile connects with
+// transport=tcp-tls.
 func TestE2ERealityAndTCPTLSOnePort(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		skipOrFail(t, "needs openssl in PATH (Debian package openssl): %v", err)
 	}
-	tp, st, s := realitySetup(t, false)
+	const tlsName = "vpn.example.net"
+	tp, st, s := realitySetup(t, func(m map[string]any) {
+		table(m, "tls")["server_names"] = []string{tlsName}
+	})
 	before := tp.snapshot(t)
 
 	rc, line := connect(t, tp, s)
@@ -506,17 +554,20 @@ func TestE2ERealityAndTCPTLSOnePort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ownPEM := pemRE.FindString(string(own))
 	n := st.peers(srvHostAddr)
-	certs, out := sClient(t, tp.CLI, serverEndpoint(), "", "")
-	if len(certs) == 0 || certs[0] != pemRE.FindString(string(own)) {
-		t.Errorf("TLS without SNI on the shared port: want the server's own certificate %s, got:\n%s", certFile, tail(out, 30))
+	for _, sni := range []string{"", tlsName, strings.ToUpper(tlsName)} {
+		certs, out := sClient(t, tp.CLI, serverEndpoint(), sni, "")
+		if len(certs) == 0 || certs[0] != ownPEM {
+			t.Errorf("TLS with SNI %q on the shared port: want tcp-tls with the server's own certificate %s, got:\n%s", sni, certFile, tail(out, 30))
+		}
 	}
 	page, err := roleOutput(t, tp.CLI, 20*time.Second, "https", "https://"+serverEndpoint()+"/", "10s")
 	if err != nil || !strings.HasPrefix(page, "status=200\n") || strings.Contains(page, "stand-in-site-7c1e") {
 		t.Errorf("HTTPS without SNI: want the server's own fallback site with status 200, got %v:\n%s", err, tail(page, 15))
 	}
 	if got := st.peers(srvHostAddr); got != n {
-		t.Errorf("connections without SNI were spliced to the stand-in (%d), want tcp-tls", got-n)
+		t.Errorf("%d tcp-tls connections were spliced to the stand-in", got-n)
 	}
 	if err := ping(tp.CLI, tunSrv4); err != nil {
 		t.Errorf("REALITY session after the tcp-tls probes: %v", err)
@@ -572,22 +623,63 @@ func TestE2ERealityFallback(t *testing.T) {
 }
 
 // A ClientHello recorded on the path and replayed is refused as a replay
-// and spliced: the prober gets the site's handshake, not the server's.
+// and spliced: the prober gets the site's handshake, not the server's. A
+// control shows the comparison means something: a captured hello that
+// never reached the server is authenticated when first sent, and the
+// server's own handshake has another record structure than the site's.
 func TestE2ERealityReplay(t *testing.T) {
-	tp, st, s := realitySetup(t, true)
+	tp, st, s := realitySetup(t, debugLog)
+	authRE := regexp.MustCompile(`reality client authenticated`)
+	auths := func() int { return len(authRE.FindAllString(s.p.Stderr(), -1)) }
+	records := func(s string) string { f := strings.Fields(s); return strings.Join(f[:min(2, len(f))], " ") }
+	profile := func(addr string) string {
+		return realityClient(t, s, []string{"reality"}, func(m map[string]any) {
+			m["connection_string"] = addr
+			n := table(m, "network")
+			n["routes"] = []string{"198.51.100.0/24", "fd00:6d:1::/64"}
+			n["set_dns"] = false
+		})
+	}
+	startRelay := func(name, addr, file string, extra ...string) *proc {
+		p := startRole(t, tp.RTR, name, "relay", append([]string{addr, serverEndpoint(), file, "120s"}, extra...)...)
+		if _, err := p.waitLines(matchLine("ready"), 1, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// Control: a hello captured by a relay that does not forward it.
+	freshFile := filepath.Join(t.TempDir(), "fresh.bin")
+	dropAddr := net.JoinHostPort(rtrCliAddr, "8444")
+	drop := startRelay("relay-drop", dropAddr, freshFile, "drop")
+	dc := startClient(t, tp, profile(dropAddr))
+	if _, err := drop.waitLines(regexp.MustCompile(`^captured bytes=\d+$`), 1, 10*time.Second); err != nil {
+		t.Fatalf("capturing relay: %v", err)
+	}
+	dc.p.signal(syscall.SIGTERM)
+	if code, err := dc.p.wait(stopTimeout); err != nil || code != 0 {
+		t.Fatalf("client of the capturing relay after SIGTERM: status %d, %v", code, err)
+	}
+	direct := strings.TrimSpace(mustRole(t, tp.SRV, "replay", siteAddr(), freshFile, "10s"))
+	n, a := st.peers(srvHostAddr), auths()
+	fresh := strings.TrimSpace(mustRole(t, tp.CLI, "replay", serverEndpoint(), freshFile, "10s"))
+	t.Logf("control, fresh hello to the server: %s", fresh)
+	t.Logf("control, same hello to the site:    %s", direct)
+	if auths() != a+1 {
+		t.Fatalf("control: the server did not authenticate a fresh captured hello; the replay check below would prove nothing")
+	}
+	if st.peers(srvHostAddr) != n {
+		t.Errorf("control: the fresh hello was spliced to the site")
+	}
+	if !strings.HasPrefix(fresh, "records=22/") || records(fresh) == records(direct) {
+		t.Fatalf("control: the server's own handshake has the same record structure as the site's; the comparison below would prove nothing")
+	}
+
+	// Replay of a hello a real client used, recorded on the path.
 	relayAddr := net.JoinHostPort(rtrCliAddr, "8443")
 	helloFile := filepath.Join(t.TempDir(), "hello.bin")
-	relay := startRole(t, tp.RTR, "relay", "relay", relayAddr, serverEndpoint(), helloFile, "120s")
-	if _, err := relay.waitLines(matchLine("ready"), 1, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	conf := realityClient(t, s, []string{"reality"}, func(m map[string]any) {
-		m["connection_string"] = relayAddr
-		n := table(m, "network")
-		n["routes"] = []string{"198.51.100.0/24", "fd00:6d:1::/64"}
-		n["set_dns"] = false
-	})
-	c := startClient(t, tp, conf)
+	relay := startRelay("relay", relayAddr, helloFile)
+	c := startClient(t, tp, profile(relayAddr))
 	line := c.waitConnected(t, 1, connectTimeout)
 	t.Logf("client through the relay: %s", line)
 	if got := connectedField(line, "transport"); got != "reality" {
@@ -597,26 +689,24 @@ func TestE2ERealityReplay(t *testing.T) {
 	if _, err := relay.waitLines(regexp.MustCompile(`^captured bytes=\d+$`), 1, 2*time.Second); err != nil {
 		t.Fatalf("relay: %v", err)
 	}
-	authRE := regexp.MustCompile(`reality client authenticated`)
-	authBefore := len(authRE.FindAllString(s.p.Stderr(), -1))
-	if authBefore == 0 {
+	authBefore := auths()
+	if authBefore < 2 {
 		t.Fatalf("server did not log \"reality client authenticated\" for the relayed client")
 	}
 
-	n := st.peers(srvHostAddr)
-	via := strings.TrimSpace(mustRole(t, tp.CLI, "replay", serverEndpoint(), helloFile, "2s"))
+	n = st.peers(srvHostAddr)
+	via := strings.TrimSpace(mustRole(t, tp.CLI, "replay", serverEndpoint(), helloFile, "10s"))
 	st.waitPeers(t, srvHostAddr, n+1, "replayed hello")
-	direct := strings.TrimSpace(mustRole(t, tp.SRV, "replay", siteAddr(), helloFile, "2s"))
+	direct = strings.TrimSpace(mustRole(t, tp.SRV, "replay", siteAddr(), helloFile, "10s"))
 	t.Logf("replay via the server: %s", via)
 	t.Logf("same hello to the site: %s", direct)
-	records := func(s string) string { f := strings.Fields(s); return f[0] + " " + f[1] }
 	if !strings.HasPrefix(via, "records=22/") || !strings.Contains(via, " first_msg=2 ") {
 		t.Errorf("replayed hello: want a TLS ServerHello first, got %s", via)
 	}
 	if records(via) != records(direct) {
 		t.Errorf("replayed hello: the server's answer has another record structure than the site's:\n via:    %s\n direct: %s", via, direct)
 	}
-	if got := len(authRE.FindAllString(s.p.Stderr(), -1)); got != authBefore {
+	if got := auths(); got != authBefore {
 		t.Errorf("server authenticated the replayed hello (%d authentications, %d before)", got, authBefore)
 	}
 	if !strings.Contains(s.p.Stderr(), "replayed") {

@@ -131,15 +131,19 @@ func readUntil(c net.Conn) ([]byte, string) {
 	}
 }
 
-// roleRelay: relay LISTEN DEST HELLO_FILE TIMEOUT. An on-path observer: it
-// forwards every connection from LISTEN to DEST unchanged and saves the
-// first ClientHello it sees (the raw TLS records) to HELLO_FILE, printing
-// "captured bytes=N".
+// roleRelay: relay LISTEN DEST HELLO_FILE TIMEOUT [drop]. An on-path
+// observer: it forwards every connection from LISTEN to DEST unchanged and
+// saves the first ClientHello it sees (the raw TLS records) to HELLO_FILE,
+// printing "captured bytes=N". With drop it forwards nothing: it closes
+// each connection after reading its hello.
 func roleRelay(args []string) error {
-	if len(args) != 4 {
-		return errors.New("usage: relay LISTEN DEST HELLO_FILE TIMEOUT")
+	if len(args) != 4 && (len(args) != 5 || args[4] != "drop") {
+		return errors.New("usage: relay LISTEN DEST HELLO_FILE TIMEOUT [drop]")
 	}
 	dest, file := args[1], args[2]
+	if len(args) == 5 {
+		dest = ""
+	}
 	timeout, err := argDuration(args[3])
 	if err != nil {
 		return err
@@ -184,6 +188,9 @@ func relayOne(c net.Conn, dest string, end time.Time, save func([]byte)) {
 		return
 	}
 	save(raw)
+	if dest == "" {
+		return
+	}
 	up, err := net.DialTimeout("tcp", dest, 5*time.Second)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "relay: %v\n", err)
@@ -224,7 +231,8 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 // roleReplay: replay ADDR HELLO_FILE WAIT. Sends the saved ClientHello as
-// is, reads the answer for WAIT (or until the peer closes) and prints its
+// is, reads the answer until the peer closes, stays quiet for replayIdle
+// after its last byte, or WAIT passes, and prints its
 // TLS record structure: "records=TYPE/LEN,... first_msg=N bytes=N end=...".
 // first_msg is the handshake type in the first record (2: ServerHello).
 func roleReplay(args []string) error {
@@ -248,7 +256,7 @@ func roleReplay(args []string) error {
 	if _, err := c.Write(hello); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
-	got, end := readUntil(c)
+	got, end := readUntilIdle(c, time.Now().Add(wait))
 	var recs []string
 	first := -1
 	rest := got
@@ -266,4 +274,39 @@ func roleReplay(args []string) error {
 	}
 	fmt.Printf("records=%s first_msg=%d bytes=%d end=%s\n", strings.Join(recs, ","), first, len(got), end)
 	return nil
+}
+
+// replayIdle ends the read of a handshake answer: the server has sent its
+// whole flight and waits for the client.
+const replayIdle = 500 * time.Millisecond
+
+// readUntilIdle reads c until EOF, an error, end, or replayIdle without
+// data once something arrived.
+func readUntilIdle(c net.Conn, end time.Time) ([]byte, string) {
+	var got []byte
+	buf := make([]byte, 16<<10)
+	c.SetReadDeadline(end)
+	for {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		var ne net.Error
+		switch {
+		case errors.Is(err, io.EOF):
+			return got, "eof"
+		case errors.As(err, &ne) && ne.Timeout():
+			if time.Now().Before(end) {
+				return got, "idle"
+			}
+			return got, "timeout"
+		case err != nil:
+			return got, "error"
+		}
+		if n > 0 {
+			d := time.Now().Add(replayIdle)
+			if d.After(end) {
+				d = end
+			}
+			c.SetReadDeadline(d)
+		}
+	}
 }

@@ -154,7 +154,7 @@ func TestHelloKeyHybridOnly(t *testing.T) {
 	other, _ := ecdh.X25519().GenerateKey(rand.Reader)
 	share := append(make([]byte, 1184), k.PublicKey().Bytes()...)
 	hs := &utls.PubClientHandshakeState{
-		Hello:  &utls.PubClientHelloMsg{KeyShares: []utls.KeyShare{{Group: utls.X25519MLKEM768, Data: share}}},
+		Hello:   &utls.PubClientHelloMsg{KeyShares: []utls.KeyShare{{Group: utls.X25519MLKEM768, Data: share}}},
 		State13: utls.TLS13OnlyState{KeyShareKeys: &utls.KeySharePrivateKeys{Ecdhe: other, MlkemEcdhe: k}},
 	}
 	got, err := helloKey(hs)
@@ -386,5 +386,31 @@ func TestOpenSessionIDRoundTrip(t *testing.T) {
 	}
 	if k.aead == k.cert {
 		t.Error("AEAD and certificate keys are equal")
+	}
+}
+
+// TestEmptySessionIDHello: a hello built without a session id gets one
+// and still authenticates.
+func TestEmptySessionIDHello(t *testing.T) {
+	s, pub := fixedServer(t, testTime)
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	u := tlsx.NewChromeClient(a, newUTLSConfig(targetName))
+	if err := u.BuildHandshakeState(); err != nil {
+		t.Fatal(err)
+	}
+	u.HandshakeState.Hello.SessionId = nil
+	if err := u.MarshalClientHello(); err != nil {
+		t.Fatal(err)
+	}
+	if u.HandshakeState.Hello.Raw[38] != 0 {
+		t.Fatal("session id not removed")
+	}
+	if _, err := prepareHello(u, pub, [8]byte{0xaa}, testTime); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Authenticate(record(u.HandshakeState.Hello.Raw), nil); !ok {
+		t.Fatal("not authenticated")
 	}
 }

@@ -131,8 +131,15 @@ func prepareHello(u *utls.UConn, serverPub [32]byte, shortID [8]byte, now time.T
 		return none, fmt.Errorf("build ClientHello: %w", err)
 	}
 	hs := &u.HandshakeState
-	if hs.Hello == nil || len(hs.Hello.SessionId) != sessionIDLen || len(hs.Hello.Random) != 32 {
-		return none, errNoSessionID
+	if hs.Hello == nil || len(hs.Hello.Random) != 32 {
+		return none, errors.New("reality: ClientHello was not built")
+	}
+	if len(hs.Hello.SessionId) != sessionIDLen {
+		// Chrome always sends 32 bytes; make room if a hello does not.
+		hs.Hello.SessionId = make([]byte, sessionIDLen)
+		if err := u.MarshalClientHello(); err != nil {
+			return none, fmt.Errorf("build ClientHello: %w", err)
+		}
 	}
 	priv, err := helloKey(hs)
 	if err != nil {

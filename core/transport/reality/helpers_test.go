@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -21,7 +22,7 @@ import (
 )
 
 const (
-	targetName = "www.example.com"
+	targetName  = "www.example.com"
 	standInBody = "<html><body>the real www.example.com</body></html>\n"
 )
 
@@ -162,6 +163,7 @@ func newStandIn(t *testing.T) *standIn {
 	hs.Listener.Close()
 	hs.Listener = recListener{Listener: ln, s: s}
 	hs.EnableHTTP2 = true
+	hs.Config.ErrorLog = log.New(io.Discard, "", 0) // probes cause handshake errors
 	hs.TLS = &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: s.chain, PrivateKey: leafKey}},
 	}

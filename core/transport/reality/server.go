@@ -17,6 +17,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -413,9 +414,14 @@ const mlkemShareLen = 1184 + 32
 // client; replay (the bytes ReadClientHello read) is fed to it first. The
 // certificate carries the MAC the client checks; ALPN offers h2 and
 // http/1.1; no session tickets. The caller runs the handshake.
+//
+// a must come from Authenticate; with a nil a the handshake fails (no
+// certificate).
 func (s *Server) TLSConn(conn net.Conn, replay []byte, a *Auth) *tls.Conn {
 	cfg := s.base.Clone()
-	cfg.Certificates = []tls.Certificate{s.certificate(a)}
+	if a != nil {
+		cfg.Certificates = []tls.Certificate{s.certificate(a)}
+	}
 	return tls.Server(&replayConn{Conn: conn, pending: replay}, cfg)
 }
 
@@ -479,7 +485,12 @@ func (s *Server) Splice(ctx context.Context, conn net.Conn, replay []byte) error
 	pipe := func(dst, src net.Conn) {
 		defer func() { done <- struct{}{} }()
 		if _, err := io.Copy(dst, src); err != nil {
-			// Reset or closed: tear down both directions.
+			// A reset on one side is passed on as a reset (not a FIN), so
+			// the prober sees what the site did; otherwise just close.
+			if errors.Is(err, syscall.ECONNRESET) {
+				abort(conn)
+				abort(up)
+			}
 			conn.Close()
 			up.Close()
 			return
@@ -497,6 +508,13 @@ func (s *Server) Splice(ctx context.Context, conn net.Conn, replay []byte) error
 	<-done
 	<-done
 	return ctx.Err()
+}
+
+// abort makes Close send a TCP reset instead of a FIN.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
 }
 
 // Handle serves one accepted connection end to end: it reads the

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/hex"
 	"flag"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/auth"
 	"github.com/mirage-vpn/mirage/core/config"
+	"github.com/mirage-vpn/mirage/core/transport/reality"
 	"github.com/mirage-vpn/mirage/core/transport/tlsx"
 )
 
@@ -32,12 +32,9 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) int {
 // newRealityKeys makes a REALITY X25519 key pair and a random 8-byte short
 // id (hex).
 func newRealityKeys() (priv, pub [32]byte, shortID string, err error) {
-	k, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
+	if priv, pub, err = reality.GenerateKey(); err != nil {
 		return priv, pub, "", err
 	}
-	copy(priv[:], k.Bytes())
-	copy(pub[:], k.PublicKey().Bytes())
 	sid := make([]byte, 8)
 	if _, err := rand.Read(sid); err != nil {
 		return priv, pub, "", err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -378,12 +377,10 @@ func clientProfile(srv *config.Server, addr, pin, user, password string) (*confi
 		if err != nil {
 			return nil, err
 		}
-		k, err := ecdh.X25519().NewPrivateKey(priv[:])
+		pub, err := reality.PublicKey(priv)
 		if err != nil {
 			return nil, fmt.Errorf("[reality] private_key: %w", err)
 		}
-		var pub [32]byte
-		copy(pub[:], k.PublicKey().Bytes())
 		c.Connection.EnabledProtocols = []string{config.ProtoReality, config.ProtoTCPTLS}
 		c.Reality.PublicKey = config.EncodeKey(pub)
 		c.Reality.TargetSNI = srv.RealityServerNames()[0]
