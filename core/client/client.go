@@ -68,6 +68,9 @@ type Options struct {
 	Logger  *slog.Logger
 	OnEvent func(Event)
 	Version string
+	// Stats, when set, accumulates the traffic counters of every session
+	// of this run.
+	Stats *engine.Stats
 }
 
 // ErrRejected is returned when the server does not accept the credentials.
@@ -118,6 +121,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Keepalive:        time.Duration(cfg.Connection.KeepaliveS) * time.Second,
 		ClientVersion:    o.Version,
 		Logger:           log,
+		Stats:            o.Stats,
 	}
 
 	for _, a := range []string{cfg.Network.IPv4Address, cfg.Network.IPv6Address} {

@@ -42,6 +42,9 @@ type SessionParams struct {
 	Keepalive     time.Duration
 	ClientVersion string
 	Logger        *slog.Logger
+	// Stats, when set, receives the session's counters (shared across
+	// reconnects by the caller); nil gives the session its own.
+	Stats *Stats
 }
 
 // Session is an established client session: one or more connections that
@@ -115,8 +118,12 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", d.Protocol(), err))
 			continue
 		}
+		st := p.Stats
+		if st == nil {
+			st = &Stats{}
+		}
 		s := &Session{
-			Welcome: w, Protocol: d.Protocol(), log: log, stats: &Stats{},
+			Welcome: w, Protocol: d.Protocol(), log: log, stats: st,
 			links: []*link{{c: c, r: r}}, done: make(chan struct{}),
 		}
 		s.keepalive = time.Duration(w.Keepalive) * time.Second
