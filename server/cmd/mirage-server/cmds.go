@@ -85,9 +85,6 @@ func cmdInvite(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if *cfgPath == "" || *user == "" {
 		return fail(stderr, "invite: need -c server.toml and --user NAME")
 	}
-	if *link {
-		return fail(stderr, "invite: --link is not supported in this build yet (mirage:// links come with the desktop app)")
-	}
 	cfg, err := config.LoadServer(*cfgPath)
 	if err != nil {
 		return fail(stderr, "%v", err)
@@ -126,6 +123,14 @@ func cmdInvite(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if err := c.Validate(); err != nil {
 		return fail(stderr, "invite: %v", err)
+	}
+	if *link {
+		l, err := c.Link()
+		if err != nil {
+			return fail(stderr, "invite: %v", err)
+		}
+		fmt.Fprintln(stdout, l)
+		return 0
 	}
 	b, err := c.MarshalTOML()
 	if err != nil {

@@ -25,7 +25,7 @@ const usage = `usage:
                     [--tunnel-network-v6 CIDR] [--nat-interface IF]
   mirage-server users add|del|list -f USERS [NAME]
   mirage-server keygen
-  mirage-server invite -c server.toml --user NAME [--host HOST[:PORT]]   (password on stdin)
+  mirage-server invite -c server.toml --user NAME [--host HOST[:PORT]] [--link]   (password on stdin)
   mirage-server check -c server.toml
   mirage-server version
 `

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -356,10 +357,12 @@ func ensureDataDir(dir string, g *genOpts, stdout io.Writer) (string, error) {
 	return path, nil
 }
 
+// hostPort adds port to host unless it has one; "[v6]" is unbracketed first.
 func hostPort(host string, port int) string {
 	if _, _, err := net.SplitHostPort(host); err == nil {
 		return host
 	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
