@@ -418,3 +418,30 @@ func TestPool(t *testing.T) {
 }
 
 func helloFor(user, pw string) *wire.Hello { return &wire.Hello{Username: user, Password: pw} }
+
+func TestKeepaliveMeasuresRTT(t *testing.T) {
+	r := newRig(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st := &engine.Stats{}
+	sess, err := engine.DialSession(ctx, engine.SessionParams{
+		Dialers: []engine.Dialer{testDialer{r.addr}}, Username: "alice", Password: "alice-pw",
+		Keepalive: 50 * time.Millisecond, Stats: st,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	tun := tundevtest.New(1420)
+	defer tun.Close()
+	sess.Start(tun)
+	for i := 0; st.RTT.Load() == 0; i++ {
+		if i > 200 {
+			t.Fatal("no RTT measured from keepalives")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if sess.RTT() <= 0 || sess.RTT() > 5*time.Second {
+		t.Fatalf("rtt %v", sess.RTT())
+	}
+}

@@ -428,6 +428,7 @@ func (d *Daemon) ticker() {
 					d.st.Stats.RxRate = float64(rx-cur.lastRx) / el
 				}
 				cur.lastTx, cur.lastRx, cur.lastAt = tx, rx, now
+				d.st.Stats.RTTMillis = float64(cur.stats.RTT.Load()) / 1e6
 				d.notifyLocked()
 			} else if n%heartbeat == 0 {
 				d.notifyLocked()

@@ -22,6 +22,8 @@ type Stats struct {
 	TxBytes, RxBytes     atomic.Uint64
 	TxPackets, RxPackets atomic.Uint64
 	Drops                atomic.Uint64
+	// RTT is the last keepalive round-trip time in nanoseconds (0: none yet).
+	RTT atomic.Int64
 }
 
 // SessionParams say how to open a client session.
@@ -280,6 +282,7 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 				sent := int64(binary.BigEndian.Uint64(f.Payload))
 				if d := time.Now().UnixNano() - sent; d > 0 {
 					s.rtt.Store(d)
+					s.stats.RTT.Store(d)
 				}
 			}
 		case wire.TypeClose:
