@@ -1,10 +1,10 @@
 // Command mirage-helper is the privileged Mirage client: the headless
-// client (`connect`), crash cleanup, and (later) the service behind the
-// desktop app.
+// client (`connect`), crash cleanup, and the service behind the desktop app
+// (`run`, serving the local API of core/api on a unix socket or named pipe).
 //
 //	mirage-helper connect client.toml [--state-dir DIR]
 //	mirage-helper cleanup [--state-dir DIR]
-//	mirage-helper run [--socket PATH]
+//	mirage-helper run [--socket PATH] [--state-dir DIR] [--profiles-dir DIR] [--group NAME]
 //	mirage-helper service install|uninstall|start|stop|status
 package main
 
@@ -32,6 +32,10 @@ const defaultStateDir = "/var/lib/mirage-helper"
 const usage = `usage:
   mirage-helper connect client.toml [--state-dir DIR]   headless client in the foreground
   mirage-helper cleanup [--state-dir DIR]               undo OS changes left by a crashed run
+  mirage-helper run [--socket PATH] [--state-dir DIR] [--profiles-dir DIR] [--group NAME]
+                                                        serve the desktop app's local API
+  mirage-helper service install [run flags]|uninstall|start|stop|status
+                                                        manage the helper as a system service
   mirage-helper version
 `
 
@@ -56,8 +60,10 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdConnect(args[1:], stdout, stderr)
 	case "cleanup":
 		return cmdCleanup(args[1:], stdout, stderr)
-	case "run", "service":
-		return fail(stderr, "%s: the helper service is not available in this build yet; use `mirage-helper connect client.toml`", args[0])
+	case "run":
+		return cmdRun(args[1:], stdout, stderr)
+	case "service":
+		return cmdService(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "mirage-helper", version)
 		return exitOK
