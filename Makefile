@@ -12,9 +12,16 @@ export PATH := $(PATH):/usr/local/go/bin
 # Debian packages the tests and the demo use.
 TEST_PKGS := iproute2 nftables iptables iperf3 iputils-ping ethtool curl openssl ca-certificates procps
 
+# Debian packages the Fyne desktop app (cgo: GLFW, OpenGL, X11 + Wayland) builds with.
+GUI_DEBS := gcc libc6-dev pkg-config libgl1-mesa-dev libx11-dev libxcursor-dev libxrandr-dev \
+	libxinerama-dev libxi-dev libxxf86vm-dev libwayland-dev libxkbcommon-dev
+# The one package that needs cgo; everything else builds and tests with CGO_ENABLED=0.
+GUI_PKG  := ./gui/cmd/mirage
+NOCGO_PKGS = $$($(GO) list -e ./... | grep -v '/gui/cmd/mirage$$')
+
 FUZZTIME ?= 30s
 
-.PHONY: all build test demo vet cross fuzz deps clean fmt-check
+.PHONY: all build gui gui-windows screenshot test demo vet cross fuzz deps clean fmt-check
 
 all: build
 
@@ -23,16 +30,32 @@ build:
 
 ## deps: install the Debian packages the tests need (root only; no-op when present).
 deps:
-	@sh packaging/scripts/apt-ensure.sh $(TEST_PKGS)
+	@sh packaging/scripts/apt-ensure.sh $(TEST_PKGS) $(GUI_DEBS)
+
+## gui: the tray app bin/mirage (Fyne, needs cgo and the GUI_DEBS).
+gui:
+	@sh packaging/scripts/apt-ensure.sh $(GUI_DEBS)
+	CGO_ENABLED=1 $(GO) build $(GOFLAGS_B) -o $(BIN)/mirage $(GUI_PKG)
+
+## gui-windows: bin/mirage.exe cross-built with mingw-w64 (cold: about 6 min on 2 cores; not part of `test`).
+gui-windows:
+	@sh packaging/scripts/apt-ensure.sh gcc-mingw-w64-x86-64
+	CGO_ENABLED=1 GOOS=windows GOARCH=amd64 CC=x86_64-w64-mingw32-gcc \
+		$(GO) build -trimpath -ldflags "$(LDFLAGS) -H windowsgui" -o $(BIN)/mirage.exe $(GUI_PKG)
+
+## screenshot: the tray app under Xvfb against a local helper, PNGs in dist/screenshots (root).
+screenshot: build gui
+	@bash gui/screenshot.sh dist/screenshots
 
 vet:
-	$(GO) vet ./...
+	$(GO) vet $(NOCGO_PKGS)
+	CGO_ENABLED=1 $(GO) vet -trimpath $(GUI_PKG)  # -trimpath: share the cgo build cache with `gui`
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-## cross: the server, the helper and every non-GUI package build for the other OSes.
+## cross: the server, the helper and every non-GUI package build for the other OSes (the GUI: gui, gui-windows).
 cross:
 	@set -e; for t in windows/amd64 windows/arm64 darwin/amd64 darwin/arm64 freebsd/amd64 freebsd/arm64; do \
 		echo "cross $$t"; \
@@ -40,8 +63,8 @@ cross:
 	done
 
 ## test: prerequisites, formatting, vet, cross-builds, then every test (root tests run as root; under CI=true they must run).
-test: deps fmt-check vet cross
-	$(GO) test -count=1 -timeout 30m ./...
+test: deps fmt-check vet cross gui
+	$(GO) test -count=1 -timeout 30m $(NOCGO_PKGS)
 
 ## fuzz: each fuzz target for $(FUZZTIME).
 fuzz:

@@ -1,0 +1,5 @@
+package elevate
+
+func command(helper string, args []string) ([]string, error) {
+	return osascriptCommand(helper, args), nil
+}

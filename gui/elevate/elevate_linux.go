@@ -1,0 +1,3 @@
+package elevate
+
+func command(helper string, args []string) ([]string, error) { return pkexecCommand(helper, args) }
