@@ -43,7 +43,7 @@ gui-windows:
 	CGO_ENABLED=1 GOOS=windows GOARCH=amd64 CC=x86_64-w64-mingw32-gcc \
 		$(GO) build -trimpath -ldflags "$(LDFLAGS) -H windowsgui" -o $(BIN)/mirage.exe $(GUI_PKG)
 
-## screenshot: the tray app under Xvfb against a local helper, PNGs in dist/screenshots (root).
+## screenshot: the tray app under Xvfb, connected through a server in network namespaces; PNGs in dist/screenshots (root).
 screenshot: build gui
 	@bash gui/screenshot.sh dist/screenshots
 

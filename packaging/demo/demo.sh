@@ -11,31 +11,16 @@
 # Only documentation address ranges (RFC 5737) and fd00::/8 are used.
 set -euo pipefail
 
-readonly NS_CLI=mirage-demo-cli NS_RTR=mirage-demo-rtr NS_SRV=mirage-demo-srv NS_HOST=mirage-demo-host
-readonly SRV_ADDR=192.0.2.130 SRV_PORT=443 HOST_ADDR=203.0.113.2 TUN_SRV=198.51.100.1
-readonly NAT_IF=to-host
-
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Namespaces, addresses, topology and start_server (shared with gui/screenshot.sh).
+source "$REPO/packaging/scripts/netns-topology.sh"
 BIN="${MIRAGE_DEMO_BIN:-$REPO/bin}" # where the binaries are built
 WORK=""
-SERVER_PID="" CLIENT_PID="" IPERF_PID=""
+CLIENT_PID="" IPERF_PID=""
 START=$SECONDS
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
-
-# stop PID: SIGTERM, then SIGKILL after 5 s.
-stop() {
-	local pid=$1 i
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	local status=$?
@@ -48,29 +33,12 @@ cleanup() {
 	stop "$CLIENT_PID"
 	stop "$SERVER_PID"
 	stop "$IPERF_PID"
-	for ns in $NS_CLI $NS_RTR $NS_SRV $NS_HOST; do
-		ip netns del "$ns" 2>/dev/null
-		rm -rf "/etc/netns/$ns"
-	done
+	delete_namespaces
 	[[ -n $WORK ]] && rm -rf "$WORK"
 	if ((status != 0)); then
 		echo "demo: FAILED (exit status $status); everything was torn down" >&2
 	fi
 	exit "$status"
-}
-
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-# wait_for SECONDS CMD...: retry CMD every 0.2 s until it succeeds or about
-# SECONDS have passed.
-wait_for() {
-	local end=$((SECONDS + $1))
-	shift
-	while ((SECONDS < end)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	return 1
 }
 
 check_root() {
@@ -97,73 +65,6 @@ build() {
 	command -v go >/dev/null || die "go is not in PATH (needed to build the binaries)"
 	say "Building mirage-server and mirage-helper into $BIN"
 	(cd "$REPO" && CGO_ENABLED=0 go build -o "$BIN/" ./server/cmd/mirage-server ./platform/cmd/mirage-helper)
-}
-
-topology() {
-	say "Creating namespaces $NS_CLI, $NS_RTR, $NS_SRV, $NS_HOST"
-	local ns
-	for ns in $NS_CLI $NS_RTR $NS_SRV $NS_HOST; do
-		ip netns del "$ns" 2>/dev/null || true # left over from an interrupted run
-		mkdir -p "/etc/netns/$ns"
-		echo "nameserver 192.0.2.53" >"/etc/netns/$ns/resolv.conf" # DNS changes stay in the namespace
-		ip netns add "$ns"
-		in_ns "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
-		ip -n "$ns" link set lo up
-	done
-	ip -n $NS_CLI link add to-rtr type veth peer name to-cli netns $NS_RTR
-	ip -n $NS_RTR link add to-srv type veth peer name to-rtr netns $NS_SRV
-	ip -n $NS_SRV link add $NAT_IF type veth peer name to-srv netns $NS_HOST
-
-	ip -n $NS_CLI addr add 192.0.2.2/25 dev to-rtr
-	ip -n $NS_CLI addr add fd00:6d:a::2/64 dev to-rtr nodad
-	ip -n $NS_RTR addr add 192.0.2.1/25 dev to-cli
-	ip -n $NS_RTR addr add fd00:6d:a::1/64 dev to-cli nodad
-	ip -n $NS_RTR addr add 192.0.2.129/25 dev to-srv
-	ip -n $NS_RTR addr add fd00:6d:b::1/64 dev to-srv nodad
-	ip -n $NS_SRV addr add $SRV_ADDR/25 dev to-rtr
-	ip -n $NS_SRV addr add fd00:6d:b::2/64 dev to-rtr nodad
-	ip -n $NS_SRV addr add 203.0.113.1/24 dev $NAT_IF
-	ip -n $NS_SRV addr add fd00:6d:c::1/64 dev $NAT_IF nodad
-	ip -n $NS_HOST addr add $HOST_ADDR/24 dev to-srv
-	ip -n $NS_HOST addr add fd00:6d:c::2/64 dev to-srv nodad
-
-	ip -n $NS_CLI link set to-rtr up
-	ip -n $NS_RTR link set to-cli up
-	ip -n $NS_RTR link set to-srv up
-	ip -n $NS_SRV link set to-rtr up
-	ip -n $NS_SRV link set $NAT_IF up
-	ip -n $NS_HOST link set to-srv up
-
-	ip -n $NS_CLI route add default via 192.0.2.1
-	ip -n $NS_CLI -6 route add default via fd00:6d:a::1
-	ip -n $NS_SRV route add 192.0.2.0/25 via 192.0.2.129
-	ip -n $NS_SRV -6 route add fd00:6d:a::/64 via fd00:6d:b::1
-	in_ns $NS_RTR sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-	# host gets no route to the client or tunnel networks: only the server's
-	# NAT makes its replies come back.
-}
-
-start_server() {
-	say "Starting mirage-server in $NS_SRV (generated config in a temp dir)"
-	# ip netns exec directly (not a shell function) so $! is the server itself.
-	ip netns exec $NS_SRV "$BIN/mirage-server" run --data-dir "$WORK/server" \
-		--bind $SRV_ADDR --port $SRV_PORT --host $SRV_ADDR \
-		--tunnel-network 198.51.100.1/24 --tunnel-network-v6 fd00:6d:1::1/64 \
-		--nat-interface $NAT_IF >"$WORK/server.out" 2>"$WORK/server.log" &
-	SERVER_PID=$!
-	if ! wait_for 10 in_ns $NS_CLI timeout 1 bash -c "exec 3<>/dev/tcp/$SRV_ADDR/$SRV_PORT"; then
-		die "the server is not listening on $SRV_ADDR:$SRV_PORT after 10 s"
-	fi
-	# The printed client.toml (stdout); fall back to the copy in the data dir.
-	wait_for 5 grep -q connection_string "$WORK/server.out" || true
-	if grep -q connection_string "$WORK/server.out"; then
-		grep -v '^mirage://' "$WORK/server.out" >"$WORK/client.toml"
-	elif [[ -s $WORK/server/client.toml ]]; then
-		cp "$WORK/server/client.toml" "$WORK/client.toml"
-	else
-		die "the server printed no client.toml"
-	fi
-	chmod 600 "$WORK/client.toml"
 }
 
 start_client() {
