@@ -326,6 +326,8 @@ func Dialers(cfg *config.Client, target netip.AddrPort, log *slog.Logger) ([]eng
 	if err != nil {
 		return nil, err
 	}
+	addr := target.String()
+	timeout := time.Duration(cfg.Connection.ConnectTimeoutS) * time.Second
 	var ds []engine.Dialer
 	for _, p := range protos {
 		switch p {
@@ -344,7 +346,9 @@ func Dialers(cfg *config.Client, target netip.AddrPort, log *slog.Logger) ([]eng
 			if ok {
 				o.PinnedSHA256 = pin[:]
 			}
-			ds = append(ds, &tlsDialer{addr: target.String(), opts: o, timeout: time.Duration(cfg.Connection.ConnectTimeoutS) * time.Second})
+			ds = append(ds, &dialer{proto: p, timeout: timeout, dial: func(ctx context.Context) (engine.Conn, error) {
+				return conn(tlsx.Dial(ctx, addr, o))
+			}})
 		case config.ProtoReality:
 			pub, err := cfg.RealityPublicKey()
 			if err != nil {
@@ -357,7 +361,9 @@ func Dialers(cfg *config.Client, target netip.AddrPort, log *slog.Logger) ([]eng
 				}
 			}
 			o := reality.ClientOptions{ServerName: cfg.RealitySNI(), PublicKey: pub, ShortID: sid, Logger: log}
-			ds = append(ds, &realityDialer{addr: target.String(), opts: o, timeout: time.Duration(cfg.Connection.ConnectTimeoutS) * time.Second})
+			ds = append(ds, &dialer{proto: p, timeout: timeout, dial: func(ctx context.Context) (engine.Conn, error) {
+				return conn(reality.Dial(ctx, addr, o))
+			}})
 		}
 	}
 	for _, p := range cfg.Protocols() {
@@ -368,46 +374,31 @@ func Dialers(cfg *config.Client, target netip.AddrPort, log *slog.Logger) ([]eng
 	return ds, nil
 }
 
-type tlsDialer struct {
-	addr    string
-	opts    tlsx.ClientOptions
+// dialer is one transport of the profile; timeout bounds TCP + TLS.
+type dialer struct {
+	proto   string
 	timeout time.Duration
+	dial    func(ctx context.Context) (engine.Conn, error)
 }
 
-func (d *tlsDialer) Protocol() string { return config.ProtoTCPTLS }
+func (d *dialer) Protocol() string { return d.proto }
 
-func (d *tlsDialer) Dial(ctx context.Context) (engine.Conn, error) {
-	if d.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.timeout)
-		defer cancel()
-	}
-	c, err := tlsx.Dial(ctx, d.addr, d.opts)
+// conn converts a dial result without turning a nil *tlsx.Conn into a
+// non-nil interface.
+func conn(c *tlsx.Conn, err error) (engine.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-type realityDialer struct {
-	addr    string
-	opts    reality.ClientOptions
-	timeout time.Duration
-}
-
-func (d *realityDialer) Protocol() string { return config.ProtoReality }
-
-func (d *realityDialer) Dial(ctx context.Context) (engine.Conn, error) {
+func (d *dialer) Dial(ctx context.Context) (engine.Conn, error) {
 	if d.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.timeout)
 		defer cancel()
 	}
-	c, err := reality.Dial(ctx, d.addr, d.opts)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
+	return d.dial(ctx)
 }
 
 // FormatConnected renders the one-line summary mirage-helper prints.

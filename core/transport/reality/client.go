@@ -43,10 +43,10 @@ type ClientOptions struct {
 	Logger *slog.Logger
 }
 
-// Conn is an established, verified reality client connection.
-type Conn struct {
-	u *utls.UConn
-}
+// Conn is an established, verified reality client connection: a TLS
+// connection like tcp-tls's, with ExportKeyingMaterial and
+// NegotiatedProtocol.
+type Conn = tlsx.Conn
 
 // Dial connects to addr and performs the reality handshake: a Chrome
 // ClientHello (tlsx.NewChromeClient) whose session id carries the
@@ -120,7 +120,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	// The Chrome parrot's renegotiation_info extension makes uTLS refuse
 	// keying-material export (see tlsx.Dial); TLS 1.3 never renegotiates.
 	cfg.Renegotiation = utls.RenegotiateNever
-	return &Conn{u: u}, nil
+	return tlsx.WrapUConn(u), nil
 }
 
 // prepareHello builds u's ClientHello and writes the authenticator into
@@ -225,42 +225,5 @@ func verifyCert(certKey [32]byte, rawCerts [][]byte) error {
 	}
 	return nil
 }
-
-// Read reads application data.
-func (c *Conn) Read(b []byte) (int, error) { return c.u.Read(b) }
-
-// Write writes application data.
-func (c *Conn) Write(b []byte) (int, error) { return c.u.Write(b) }
-
-// Close sends close_notify and closes the TCP connection.
-func (c *Conn) Close() error { return c.u.Close() }
-
-// CloseWrite sends close_notify; further writes fail.
-func (c *Conn) CloseWrite() error { return c.u.CloseWrite() }
-
-// LocalAddr returns the local TCP address.
-func (c *Conn) LocalAddr() net.Addr { return c.u.LocalAddr() }
-
-// RemoteAddr returns the server's TCP address.
-func (c *Conn) RemoteAddr() net.Addr { return c.u.RemoteAddr() }
-
-// SetDeadline sets the read and write deadlines.
-func (c *Conn) SetDeadline(t time.Time) error { return c.u.SetDeadline(t) }
-
-// SetReadDeadline sets the read deadline.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.u.SetReadDeadline(t) }
-
-// SetWriteDeadline sets the write deadline.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.u.SetWriteDeadline(t) }
-
-// ExportKeyingMaterial exports keying material bound to this TLS session
-// (RFC 8446 §7.5), e.g. to bind the tunnel's authentication to it.
-func (c *Conn) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
-	cs := c.u.ConnectionState()
-	return cs.ExportKeyingMaterial(label, context, length)
-}
-
-// NegotiatedProtocol returns the ALPN protocol the server selected.
-func (c *Conn) NegotiatedProtocol() string { return c.u.ConnectionState().NegotiatedProtocol }
 
 var _ net.Conn = (*Conn)(nil)

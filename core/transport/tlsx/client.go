@@ -55,6 +55,10 @@ type Conn struct {
 	u *utls.UConn
 }
 
+// WrapUConn wraps a uTLS connection whose handshake is complete (the
+// reality transport builds its own and returns it as a Conn too).
+func WrapUConn(u *utls.UConn) *Conn { return &Conn{u: u} }
+
 // Dial connects to addr over TCP and performs a TLS handshake whose
 // ClientHello is our Chrome fingerprint (NewChromeClient: modelled field by
 // field on a Chromium 156 capture, see docs/fingerprint.md), ALPN h2 +
