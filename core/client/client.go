@@ -71,6 +71,8 @@ type Options struct {
 	// Stats, when set, accumulates the traffic counters of every session
 	// of this run.
 	Stats *engine.Stats
+	// Firewall is the kill switch, used when [network] kill_switch is on.
+	Firewall netcfg.Firewall
 }
 
 // ErrRejected is returned when the server does not accept the credentials.
@@ -106,6 +108,33 @@ func Run(ctx context.Context, o Options) (err error) {
 		if dialers, err = Dialers(cfg, target, log); err != nil {
 			return err
 		}
+	}
+
+	// The kill switch goes on before the first packet can leave and stays
+	// on through reconnects; it is removed when Run returns (a crash leaves
+	// it on until cleanup).
+	var ks *netcfg.KillSwitch
+	if cfg.Network.KillSwitch {
+		if o.Firewall == nil {
+			return fmt.Errorf("%s: [network] kill_switch: not supported on this OS yet", cfg.Path)
+		}
+		ks = &netcfg.KillSwitch{TunInterface: cfg.Network.InterfaceName, AllowLAN: cfg.Network.AllowLAN}
+		for _, a := range servers {
+			ks.Servers = append(ks.Servers, netip.AddrPortFrom(a, uint16(port)))
+		}
+		ks.DNS, _ = cfg.DNSAddrs()
+		if err := o.Firewall.Enable(*ks); err != nil {
+			return fmt.Errorf("kill switch: %w", err)
+		}
+		log.Info("kill switch on")
+		defer func() {
+			if derr := o.Firewall.Disable(); derr != nil {
+				log.Error("kill switch off", "err", derr)
+				err = errors.Join(err, derr)
+			} else {
+				log.Info("kill switch off")
+			}
+		}()
 	}
 
 	maxBackoff := time.Duration(cfg.Connection.ReconnectMaxBackoffS) * time.Second
@@ -208,6 +237,15 @@ func Run(ctx context.Context, o Options) (err error) {
 			if err := o.Net.Set(nc); err != nil {
 				sess.Close()
 				return fmt.Errorf("configure network: %w", err)
+			}
+			if ks != nil {
+				// The real device name and the resolvers the server pushed.
+				ks.TunInterface = name
+				ks.DNS = nc.DNS
+				if err := o.Firewall.Enable(*ks); err != nil {
+					sess.Close()
+					return fmt.Errorf("kill switch: %w", err)
+				}
 			}
 		}
 		sess.Start(dev)

@@ -74,6 +74,8 @@ var linkFields = []linkField{
 	{"network.interface_name", "", func(c *Client) any { return &c.Network.InterfaceName }},
 	{"network.ipv4_address", "", func(c *Client) any { return &c.Network.IPv4Address }},
 	{"network.ipv6_address", "", func(c *Client) any { return &c.Network.IPv6Address }},
+	{"network.kill_switch", "", func(c *Client) any { return &c.Network.KillSwitch }},
+	{"network.allow_lan", "", func(c *Client) any { return &c.Network.AllowLAN }},
 	{"obfuscation.enabled", "", func(c *Client) any { return &c.Obfuscation.Enabled }},
 	{"obfuscation.padding_probability", "", func(c *Client) any { return &c.Obfuscation.PaddingProbability }},
 	{"obfuscation.jitter_max_ms", "", func(c *Client) any { return &c.Obfuscation.JitterMaxMS }},

@@ -84,6 +84,10 @@ func (c *Client) MarshalTOML() ([]byte, error) {
 	w.comment("Ask the server for these tunnel addresses (empty: any).")
 	w.str("ipv4_address", n.IPv4Address)
 	w.str("ipv6_address", n.IPv6Address)
+	w.comment("Kill switch: block traffic outside the tunnel while connected or reconnecting.")
+	w.boolean("kill_switch", n.KillSwitch)
+	w.comment("With the kill switch, keep the local subnets reachable.")
+	w.boolean("allow_lan", n.AllowLAN)
 
 	writeObfuscation(w, &c.Obfuscation)
 	writeLog(w, &c.Log)

@@ -71,6 +71,11 @@ type ClientNetwork struct {
 	// (honoured when inside its networks and free).
 	IPv4Address string `toml:"ipv4_address"`
 	IPv6Address string `toml:"ipv6_address"`
+	// KillSwitch blocks traffic outside the tunnel while the profile is
+	// active (also while reconnecting and after a crash, until cleanup);
+	// AllowLAN keeps the directly connected subnets reachable.
+	KillSwitch bool `toml:"kill_switch"`
+	AllowLAN   bool `toml:"allow_lan"`
 }
 
 type Obfuscation struct {

@@ -44,6 +44,8 @@ type Options struct {
 	// still records Info and above).
 	Logger  *slog.Logger
 	Version string
+	// Firewall is the kill switch for profiles with [network] kill_switch.
+	Firewall netcfg.Firewall
 }
 
 // ErrClosed is returned by Connect after Close.
@@ -224,6 +226,7 @@ func (d *Daemon) Connect(name string) error {
 		OnEvent:   func(e client.Event) { d.onEvent(cur, e) },
 		Version:   d.opts.Version,
 		Stats:     cur.stats,
+		Firewall:  d.opts.Firewall,
 	}
 	go func() {
 		defer close(cur.done)

@@ -34,3 +34,19 @@ type Configurator interface {
 	// Close removes everything Set applied and restores DNS.
 	Close() error
 }
+
+// KillSwitch is what the kill switch lets through while it is on.
+type KillSwitch struct {
+	TunInterface string           // everything on the tunnel device
+	Servers      []netip.AddrPort // the transport's server endpoints
+	AllowLAN     bool             // the directly connected subnets
+	DNS          []netip.Addr     // the only resolvers DNS may go to
+}
+
+// Firewall is the kill switch: Enable replaces the rules (idempotent),
+// Disable removes them. The rules outlive the process on purpose, so a
+// crashed client keeps failing closed until cleanup.
+type Firewall interface {
+	Enable(KillSwitch) error
+	Disable() error
+}

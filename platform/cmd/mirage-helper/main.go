@@ -21,6 +21,7 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/client"
 	"github.com/mirage-vpn/mirage/core/config"
+	"github.com/mirage-vpn/mirage/platform/killswitch"
 	"github.com/mirage-vpn/mirage/platform/osnet"
 	"github.com/mirage-vpn/mirage/platform/tun"
 )
@@ -122,7 +123,7 @@ func cmdConnect(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "state dir: %v", err)
 	}
 	// A previous run that crashed may have left routes, DNS or a TUN behind.
-	if err := osnet.Cleanup(log, *stateDir); err != nil {
+	if err := cleanupAll(log, *stateDir); err != nil {
 		log.Warn("cleaning up a previous run", "err", err)
 	}
 	netc, err := osnet.New(log, *stateDir)
@@ -133,6 +134,7 @@ func cmdConnect(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	err = client.Run(ctx, client.Options{
 		Config: cfg, CreateTUN: tun.CreateTUN, Net: netc, Logger: log, Version: version,
+		Firewall: killswitch.Firewall{Log: log},
 		OnEvent: func(e client.Event) {
 			if e.State == client.Connected {
 				fmt.Fprintln(stdout, client.FormatConnected(e))
@@ -158,9 +160,20 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	if err := osnet.Cleanup(log, *stateDir); err != nil {
+	if err := cleanupAll(log, *stateDir); err != nil {
 		return fail(stderr, "cleanup: %v", err)
 	}
 	fmt.Fprintln(stdout, "cleanup done")
 	return exitOK
+}
+
+// cleanupAll undoes what a crashed run left: routes, addresses, DNS and the
+// TUN device (from the journal in stateDir) and a kill switch that is still
+// blocking traffic.
+func cleanupAll(log *slog.Logger, stateDir string) error {
+	err := osnet.Cleanup(log, stateDir)
+	if kerr := killswitch.Disable(log); kerr != nil && !errors.Is(kerr, errors.ErrUnsupported) {
+		err = errors.Join(err, kerr)
+	}
+	return err
 }

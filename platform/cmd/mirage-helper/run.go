@@ -16,6 +16,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/daemon"
 	"github.com/mirage-vpn/mirage/core/netcfg"
 	"github.com/mirage-vpn/mirage/platform/ipc"
+	"github.com/mirage-vpn/mirage/platform/killswitch"
 	"github.com/mirage-vpn/mirage/platform/osnet"
 	"github.com/mirage-vpn/mirage/platform/service"
 	"github.com/mirage-vpn/mirage/platform/tun"
@@ -70,16 +71,17 @@ func serve(ctx context.Context, f runFlags, log *slog.Logger) error {
 		return fmt.Errorf("state dir: %w", err)
 	}
 	// A previous run that crashed may have left routes, DNS or a TUN behind.
-	if err := osnet.Cleanup(log, f.stateDir); err != nil {
+	if err := cleanupAll(log, f.stateDir); err != nil {
 		log.Warn("cleaning up a previous run", "err", err)
 	}
 	d, err := daemon.New(daemon.Options{
 		ProfilesDir: f.profilesDir,
 		CreateTUN:   tun.CreateTUN,
 		NewNet:      func() (netcfg.Configurator, error) { return osnet.New(log, f.stateDir) },
-		Cleanup:     func() error { return osnet.Cleanup(log, f.stateDir) },
+		Cleanup:     func() error { return cleanupAll(log, f.stateDir) },
 		Logger:      log,
 		Version:     version,
+		Firewall:    killswitch.Firewall{Log: log},
 	})
 	if err != nil {
 		return err
