@@ -21,7 +21,7 @@ NOCGO_PKGS = $$($(GO) list -e ./... | grep -v '/gui/cmd/mirage$$')
 
 FUZZTIME ?= 30s
 
-.PHONY: all build gui gui-windows screenshot test demo vet cross fuzz deps clean fmt-check
+.PHONY: all build gui gui-windows screenshot bench test demo vet cross fuzz deps clean fmt-check
 
 all: build
 
@@ -75,6 +75,10 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 		done; \
 	done
+
+## bench: netns + iperf3 benchmark of raw veth, wireguard-go and Mirage's transports (root; BENCH_REPS, BENCH_TIME).
+bench: build
+	@bash packaging/bench/bench.sh
 
 ## demo: server + client in network namespaces, traffic through the tunnel (root).
 demo:

@@ -321,6 +321,7 @@ measure() {
 	record "$row" "$rep" idle_avg "$(jq .avg <<<"$p")"
 	record "$row" "$rep" idle_p50 "$(jq .p50 <<<"$p")"
 	record "$row" "$rep" idle_p99 "$(jq .p99 <<<"$p")"
+	record "$row" "$rep" idle_loss "$(jq .loss <<<"$p")"
 
 	# Loaded: a single-stream upload; ping and CPU over its middle part.
 	timeout $((T + 20)) ip netns exec $NS_C iperf3 -c "$addr" -t "$T" -J --connect-timeout 3000 >"$f.load.json" 2>&1 &
@@ -334,6 +335,7 @@ measure() {
 	LOAD_PID=""
 	record "$row" "$rep" load_p50 "$(jq .p50 <<<"$p")"
 	record "$row" "$rep" load_p99 "$(jq .p99 <<<"$p")"
+	record "$row" "$rep" load_loss "$(jq .loss <<<"$p")"
 	v=$(jq '.end.sum_received.bits_per_second / 1e6 * 100 | round / 100' "$f.load.json" 2>/dev/null) || v=null
 	record "$row" "$rep" load_up "${v:-null}"
 	if (($# > 0)); then
@@ -422,7 +424,7 @@ report() {
 		 reps: $reps, iperf_seconds: $t,
 		 units: {up: "Mbit/s", down: "Mbit/s", p4: "Mbit/s", load_up: "Mbit/s", loss_up: "Mbit/s",
 		         loss_dropped: "packets dropped by the 1 % rule", loss_retrans: "inner TCP retransmits under 1 % loss",
-		         idle_avg: "ms", idle_p50: "ms", idle_p99: "ms", load_p50: "ms", load_p99: "ms",
+		         idle_loss: "% of pings lost", load_loss: "% of pings lost", idle_avg: "ms", idle_p50: "ms", idle_p99: "ms", load_p50: "ms", load_p99: "ms",
 		         cpu: "% of one core, sum of both tunnel processes"},
 		 quic: "n/a (not implemented)",
 		 rows: [$rows[] | . + {metrics: $m[.id]}],
