@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http2"
+
 	"github.com/mirage-vpn/mirage/core/auth"
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
@@ -382,7 +384,33 @@ func (s *Server) serveFallback(tc *tls.Conn, br *bufio.Reader, alpn string) {
 	replay, _ := br.Peek(br.Buffered())
 	replay = append([]byte(nil), replay...)
 	tc.NetConn().SetDeadline(time.Time{})
+	if alpn == "h2" && !h2PrefaceStart(replay) {
+		// What a web server such as nginx answers on HTTP/2 to bytes that
+		// are not the client preface: its SETTINGS, then GOAWAY
+		// (PROTOCOL_ERROR). Writing it here, before closing, makes the
+		// answer deterministic (an HTTP/2 library may close before its
+		// SETTINGS are flushed), so a rejected client always recognises it.
+		tc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		fr := http2.NewFramer(tc, nil)
+		fr.WriteSettings(
+			http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 128},
+			http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65536},
+			http2.Setting{ID: http2.SettingMaxFrameSize, Val: 16777215},
+		)
+		fr.WriteGoAway(0, http2.ErrCodeProtocol, nil)
+		tc.Close()
+		return
+	}
 	s.fallback.ServeConn(tc, replay, alpn)
+}
+
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// h2PrefaceStart reports whether b could be the start of the HTTP/2 client
+// preface.
+func h2PrefaceStart(b []byte) bool {
+	n := min(len(b), len(h2Preface))
+	return n > 0 && string(b[:n]) == h2Preface[:n]
 }
 
 func addrOf(a net.Addr) netip.Addr {

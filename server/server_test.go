@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"net/netip"
@@ -21,6 +22,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/tundev/tundevtest"
 	"github.com/mirage-vpn/mirage/core/wire"
+	"github.com/mirage-vpn/mirage/server/fallback"
 )
 
 // tlsConn adds ExportKeyingMaterial to *tls.Conn.
@@ -368,7 +370,9 @@ func TestGarbageGetsFallback(t *testing.T) {
 	conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 12)
-	if _, err := conn.Read(buf); err != nil || !bytes.HasPrefix(buf, []byte("HTTP/1.1")) {
+	// ALPN h2 was negotiated, so "GET /" is a bad HTTP/2 preface: the
+	// answer is an HTTP/2 SETTINGS frame (then GOAWAY), as from nginx.
+	if _, err := io.ReadFull(conn, buf); err != nil || buf[0] != 0 || buf[3] != 0x04 {
 		t.Fatalf("got %q %v", buf, err)
 	}
 }
@@ -443,5 +447,65 @@ func TestKeepaliveMeasuresRTT(t *testing.T) {
 	}
 	if sess.RTT() <= 0 || sess.RTT() > 5*time.Second {
 		t.Fatalf("rtt %v", sess.RTT())
+	}
+}
+
+// A rejected client on HTTP/2 always gets SETTINGS + GOAWAY, so it can tell
+// a rejection from a dropped connection.
+func TestRejectedOnH2GetsSettingsAndGoAway(t *testing.T) {
+	site, err := fallback.New(fallback.Config{Mode: fallback.ModeStatic}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer site.Close()
+	r := newRigWith(t, "127.0.0.1:0", nil, func(o *Options) { o.Fallback = site })
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := testDialer{r.addr}.Dial(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = engine.ClientHandshake(ctx, c, helloFor("alice", "wrong"), 5*time.Second)
+		c.Close()
+		cancel()
+		if !errors.Is(err, engine.ErrRejected) {
+			t.Fatalf("attempt %d: %v, want ErrRejected", i, err)
+		}
+	}
+	if !h2PrefaceStart([]byte("PRI * HT")) || h2PrefaceStart([]byte{0x10, 0, 5}) || h2PrefaceStart(nil) {
+		t.Fatal("h2PrefaceStart")
+	}
+}
+
+// The exact answer: an HTTP/2 SETTINGS frame, then GOAWAY with
+// PROTOCOL_ERROR, then the connection closes — like nginx.
+func TestRejectedOnH2Bytes(t *testing.T) {
+	r := newRig(t, nil)
+	c, err := testDialer{r.addr}.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p, _ := helloFor("alice", "wrong").Marshal()
+	c.Write(wire.AppendFrame(nil, wire.TypeHello, p))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v (got %x)", err, b)
+	}
+	var types []byte
+	for len(b) >= 9 {
+		n := int(b[0])<<16 | int(b[1])<<8 | int(b[2])
+		types = append(types, b[3])
+		if b[3] == 0x07 && (len(b) < 17 || b[16] != 0x01) {
+			t.Fatalf("GOAWAY without PROTOCOL_ERROR: %x", b)
+		}
+		if len(b) < 9+n {
+			break
+		}
+		b = b[9+n:]
+	}
+	if len(types) != 2 || types[0] != 0x04 || types[1] != 0x07 {
+		t.Fatalf("frame types %x, want SETTINGS then GOAWAY", types)
 	}
 }
