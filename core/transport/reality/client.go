@@ -100,26 +100,10 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 		_ = raw.Close()
 		return nil, fmt.Errorf("reality dial %s: %w", addr, err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	if err := u.HandshakeContext(ctx); err != nil {
-		_ = raw.Close()
-		ctxErr := ctx.Err()
-		var ne net.Error
-		if ctxErr == nil && errors.As(err, &ne) && ne.Timeout() {
-			ctxErr = context.DeadlineExceeded
-		}
-		if ctxErr != nil && !errors.Is(err, ctxErr) {
-			err = fmt.Errorf("%w (%w)", ctxErr, err)
-		}
+	if err := tlsx.Handshake(ctx, raw, u, cfg); err != nil {
 		log.Debug("reality handshake failed", "server", addr, "err", err)
 		return nil, fmt.Errorf("reality handshake with %s: %w", addr, err)
 	}
-	_ = raw.SetDeadline(time.Time{})
-	// The Chrome parrot's renegotiation_info extension makes uTLS refuse
-	// keying-material export (see tlsx.Dial); TLS 1.3 never renegotiates.
-	cfg.Renegotiation = utls.RenegotiateNever
 	return tlsx.WrapUConn(u), nil
 }
 

@@ -55,6 +55,34 @@ type Conn struct {
 	u *utls.UConn
 }
 
+// Handshake runs u's handshake on raw bounded by ctx (a timeout of the
+// connection deadline is reported as context.DeadlineExceeded), closes raw on
+// failure, and afterwards lets keying-material export work: the Chrome
+// hello's renegotiation_info extension sets RenegotiateOnceAsClient, which
+// makes uTLS refuse it; the hello is sent, so the fingerprint is unaffected,
+// and TLS 1.3 never renegotiates. cfg must be the config u was built with.
+func Handshake(ctx context.Context, raw net.Conn, u *utls.UConn, cfg *utls.Config) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	if err := u.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		// The conn deadline (= ctx deadline) may fire just before ctx does.
+		ctxErr := ctx.Err()
+		var ne net.Error
+		if ctxErr == nil && errors.As(err, &ne) && ne.Timeout() {
+			ctxErr = context.DeadlineExceeded
+		}
+		if ctxErr != nil && !errors.Is(err, ctxErr) {
+			err = fmt.Errorf("%w (%w)", ctxErr, err)
+		}
+		return err
+	}
+	_ = raw.SetDeadline(time.Time{})
+	cfg.Renegotiation = utls.RenegotiateNever
+	return nil
+}
+
 // WrapUConn wraps a uTLS connection whose handshake is complete (the
 // reality transport builds its own and returns it as a Conn too).
 func WrapUConn(u *utls.UConn) *Conn { return &Conn{u: u} }
@@ -104,29 +132,9 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 		VerifyPeerCertificate: verify,
 	}
 	u := NewChromeClient(raw, cfg)
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	if err := u.HandshakeContext(ctx); err != nil {
-		_ = raw.Close()
-		// The conn deadline (= ctx deadline) may fire just before ctx does.
-		ctxErr := ctx.Err()
-		var ne net.Error
-		if ctxErr == nil && errors.As(err, &ne) && ne.Timeout() {
-			ctxErr = context.DeadlineExceeded
-		}
-		if ctxErr != nil && !errors.Is(err, ctxErr) {
-			err = fmt.Errorf("%w (%w)", ctxErr, err)
-		}
+	if err := Handshake(ctx, raw, u, cfg); err != nil {
 		return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
 	}
-	_ = raw.SetDeadline(time.Time{})
-	// The Chrome parrot's renegotiation_info extension sets
-	// RenegotiateOnceAsClient, which makes uTLS refuse keying-material
-	// export. The hello is sent, so the fingerprint is unaffected; TLS 1.3
-	// has no renegotiation anyway and we never want one on TLS 1.2.
-	// (UClient keeps cfg as its config, so this reaches the connection.)
-	cfg.Renegotiation = utls.RenegotiateNever
 	return &Conn{u: u}, nil
 }
 
