@@ -22,6 +22,8 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=packaging/scripts/proc.sh
+source "$REPO/packaging/scripts/proc.sh"
 BIN="$REPO/bin"
 REPS="${BENCH_REPS:-3}"
 T="${BENCH_TIME:-5}"
@@ -45,32 +47,8 @@ START=$SECONDS
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 warn() { printf 'bench: warning: %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
-# stop PID: SIGTERM, then SIGKILL after 5 s.
-stop() {
-	local pid=$1 i
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
-# wait_for SECONDS CMD...: retry CMD every 0.2 s until it succeeds or about
-# SECONDS have passed.
-wait_for() {
-	local end=$((SECONDS + $1))
-	shift
-	while ((SECONDS < end)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	return 1
-}
 
 loss_rule() { # loss_rule -A|-D
 	in_ns $NS_S iptables -w 5 "$1" INPUT -i $VETH_S -m statistic --mode random --probability 0.01 -j DROP

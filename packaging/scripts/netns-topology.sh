@@ -10,38 +10,17 @@
 # mirage-demo). The caller defines say and die, and sets BIN (where the
 # binaries are) and WORK (a temp dir) before calling start_server.
 
+# shellcheck source=packaging/scripts/proc.sh
+source "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+
 NS_PREFIX="${NS_PREFIX:-mirage-demo}"
 readonly NS_CLI=$NS_PREFIX-cli NS_RTR=$NS_PREFIX-rtr NS_SRV=$NS_PREFIX-srv NS_HOST=$NS_PREFIX-host
 readonly SRV_ADDR=192.0.2.130 SRV_PORT=443 HOST_ADDR=203.0.113.2 TUN_SRV=198.51.100.1
 readonly NAT_IF=to-host
 SERVER_PID=""
 
-# stop PID: SIGTERM, then SIGKILL after 5 s.
-stop() {
-	local pid=$1 i
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
-# wait_for SECONDS CMD...: retry CMD every 0.2 s until it succeeds or about
-# SECONDS have passed.
-wait_for() {
-	local end=$((SECONDS + $1))
-	shift
-	while ((SECONDS < end)); do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.2
-	done
-	return 1
-}
 
 # delete_namespaces removes the four namespaces and their resolv.conf dirs.
 delete_namespaces() {
