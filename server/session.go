@@ -249,10 +249,6 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 			}
 			return
 		}
-		if now := time.Now(); now.Sub(last) > time.Second {
-			last = now
-			c.SetReadDeadline(now.Add(dead))
-		}
 		switch f.Type {
 		case wire.TypeData:
 			ss.route(f.Payload, b)
@@ -265,9 +261,17 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 		case wire.TypeClose:
 			return
 		}
-		if b.Len() > 0 && (b.Full() || !r.FrameBuffered()) {
+		burstEnd := !r.FrameBuffered()
+		if b.Len() > 0 && (b.Full() || burstEnd) {
 			if err := b.Flush(dev); err != nil && !isClosed(err) {
 				s.log.Debug("tun write", "err", err)
+			}
+		}
+		// The liveness deadline moves once per burst, not per frame.
+		if burstEnd {
+			if now := time.Now(); now.Sub(last) > time.Second {
+				last = now
+				c.SetReadDeadline(now.Add(dead))
 			}
 		}
 	}

@@ -253,22 +253,19 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 	dead := 3 * s.keepalive
 	lastDeadline := time.Now()
 	l.c.SetReadDeadline(lastDeadline.Add(dead))
+	var rxPackets, rxBytes uint64
 	for {
 		f, err := l.r.Next()
 		if err != nil {
 			s.fail(fmt.Errorf("connection lost: %w", err))
 			return
 		}
-		if now := time.Now(); now.Sub(lastDeadline) > time.Second {
-			lastDeadline = now
-			l.c.SetReadDeadline(now.Add(dead))
-		}
 		switch f.Type {
 		case wire.TypeData:
 			if _, _, ok := ippkt.Addrs(f.Payload); ok {
 				b.Add(f.Payload)
-				s.stats.RxPackets.Add(1)
-				s.stats.RxBytes.Add(uint64(len(f.Payload)))
+				rxPackets++
+				rxBytes += uint64(len(f.Payload))
 			}
 		case wire.TypePing:
 			if len(f.Payload) <= 64 {
@@ -290,9 +287,20 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 			s.fail(fmt.Errorf("server closed the session (code %d) %s", code, msg))
 			return
 		}
-		if b.Len() > 0 && (b.Full() || !l.r.FrameBuffered()) {
+		burstEnd := !l.r.FrameBuffered()
+		if b.Len() > 0 && (b.Full() || burstEnd) {
 			if err := b.Flush(dev); err != nil {
 				s.log.Debug("tun write", "err", err)
+			}
+		}
+		// Once per burst, not per frame: counters and the liveness deadline.
+		if burstEnd {
+			s.stats.RxPackets.Add(rxPackets)
+			s.stats.RxBytes.Add(rxBytes)
+			rxPackets, rxBytes = 0, 0
+			if now := time.Now(); now.Sub(lastDeadline) > time.Second {
+				lastDeadline = now
+				l.c.SetReadDeadline(now.Add(dead))
 			}
 		}
 	}
@@ -308,6 +316,7 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 	default:
 	}
 	nl := len(s.links)
+	var txBytes uint64
 	for i := 0; i < n; i++ {
 		p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
 		l := s.links[0]
@@ -315,9 +324,10 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 			l = s.links[FlowHash(p)%uint32(nl)]
 		}
 		l.out = wire.AppendFrame(l.out, wire.TypeData, p)
-		s.stats.TxPackets.Add(1)
-		s.stats.TxBytes.Add(uint64(len(p)))
+		txBytes += uint64(len(p))
 	}
+	s.stats.TxPackets.Add(uint64(n))
+	s.stats.TxBytes.Add(txBytes)
 	for _, l := range s.links {
 		if len(l.out) == 0 {
 			continue
