@@ -55,11 +55,12 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-## cross: the server, the helper and every non-GUI package build for the other OSes (the GUI: gui, gui-windows).
+## cross: the server, the helper and every non-GUI package build and vet for the other OSes (the GUI: gui, gui-windows).
 cross:
 	@set -e; for t in windows/amd64 windows/arm64 darwin/amd64 darwin/arm64 freebsd/amd64 freebsd/arm64; do \
 		echo "cross $$t"; \
-		GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build -o /dev/null ./core/... ./server/... ./platform/cmd/... ./platform/tun/... ./platform/osnet/... ./platform/nat/...; \
+		GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build -o /dev/null ./core/... ./server/... ./platform/...; \
+		GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) vet ./core/... ./server/... ./platform/...; \
 	done
 
 ## test: prerequisites, formatting, vet, cross-builds, then every test (root tests run as root; under CI=true they must run).

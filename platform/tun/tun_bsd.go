@@ -1,4 +1,4 @@
-//go:build windows || darwin || freebsd
+//go:build darwin || freebsd
 
 package tun
 
