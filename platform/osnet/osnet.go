@@ -35,6 +35,9 @@ type journal struct {
 	Addrs     []netip.Prefix `json:"addrs,omitempty"`
 	Routes    []route        `json:"routes,omitempty"`
 	DNS       *dnsState      `json:"dns,omitempty"`
+	// OS is the per-OS state of the Windows, macOS and FreeBSD
+	// implementations (each encodes its own struct here).
+	OS json.RawMessage `json:"os,omitempty"`
 }
 
 // route is one route mirage added: into Dev, via Gw when set.
