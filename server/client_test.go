@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -232,5 +233,124 @@ func TestClientRunBackoffUntilServerAppears(t *testing.T) {
 		if d != 2*time.Second {
 			t.Fatalf("backoff above the cap: %v", retries)
 		}
+	}
+}
+
+// recordingFirewall counts kill switch changes.
+type recordingFirewall struct {
+	mu       sync.Mutex
+	enabled  []netcfg.KillSwitch
+	disabled int
+}
+
+func (f *recordingFirewall) Enable(k netcfg.KillSwitch) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.enabled = append(f.enabled, k)
+	return nil
+}
+
+func (f *recordingFirewall) Disable() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.disabled++
+	return nil
+}
+
+// A network change re-applies the OS configuration and the kill switch and
+// moves the session at once (same addresses, same TUN); during a
+// reconnect backoff it cuts the wait short.
+func TestClientRunNetworkChange(t *testing.T) {
+	r := newRig(t, nil)
+	cfg := clientConfig(t, r.addr, "alice", "alice-pw")
+	cfg.Network.KillSwitch = true
+	cfg.Connection.ReconnectMaxBackoffS = 30
+	nw := &recordingNet{}
+	fw := &recordingFirewall{}
+	changes := make(chan struct{}, 1)
+	events := make(chan client.Event, 32)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var ctun *tundevtest.ChannelTUN
+	go func() {
+		done <- client.Run(ctx, client.Options{
+			Config: cfg, Net: nw, Firewall: fw, NetChanges: changes,
+			Dialers: []engine.Dialer{testDialer{r.addr}},
+			CreateTUN: func(name string, mtu int) (tundev.Device, error) {
+				ctun = tundevtest.New(mtu)
+				return ctun, nil
+			},
+			OnEvent: func(e client.Event) { events <- e },
+		})
+	}()
+	waitState := func(want client.State, within time.Duration) client.Event {
+		t.Helper()
+		timeout := time.After(within)
+		for {
+			select {
+			case e := <-events:
+				if e.State == want {
+					return e
+				}
+			case <-timeout:
+				t.Fatalf("no %v event within %v", want, within)
+			}
+		}
+	}
+	first := waitState(client.Connected, 15*time.Second)
+	counts := func() (int, int) {
+		nw.mu.Lock()
+		defer nw.mu.Unlock()
+		fw.mu.Lock()
+		defer fw.mu.Unlock()
+		return len(nw.sets), len(fw.enabled)
+	}
+	sets0, en0 := counts()
+
+	changes <- struct{}{}
+	e := waitState(client.Reconnecting, 5*time.Second)
+	if e.Err == nil || e.Err.Error() != "the network changed" {
+		t.Fatalf("reconnect reason %v", e.Err)
+	}
+	second := waitState(client.Connected, 5*time.Second)
+	if second.Welcome.ClientAddrs[0] != first.Welcome.ClientAddrs[0] {
+		t.Fatalf("address changed across the move: %v -> %v", first.Welcome.ClientAddrs, second.Welcome.ClientAddrs)
+	}
+	sets1, en1 := counts()
+	if sets1 != sets0+1 || en1 != en0+1 {
+		t.Fatalf("after a network change: %d→%d network sets, %d→%d kill switch enables (want one more each)", sets0, sets1, en0, en1)
+	}
+	nw.mu.Lock()
+	if !slices.Equal(nw.sets[sets1-1].Routes, nw.sets[sets0-1].Routes) {
+		t.Errorf("re-applied config differs: %+v vs %+v", nw.sets[sets1-1], nw.sets[sets0-1])
+	}
+	nw.mu.Unlock()
+	up := tundevtest.UDP(first.Welcome.ClientAddrs[0].Addr(), internet4, []byte("after move"))
+	ctun.Inbound <- up
+	expect(t, r.tun.Outbound, up)
+
+	// Server gone: the client backs off (1 s, 2 s, 4 s ...); a network
+	// change makes it try at once, so it is back well before the backoff.
+	r.srv.Close()
+	waitState(client.Reconnecting, 5*time.Second)
+	start := time.Now()
+	for range 3 { // let the backoff grow past a few seconds
+		waitState(client.Reconnecting, 10*time.Second)
+	}
+	grown := time.Since(start)
+	r2 := restartRig(t, r)
+	changes <- struct{}{}
+	waitState(client.Connected, 3*time.Second)
+	t.Logf("backoff had grown for %v; reconnected right after the network change", grown)
+	up2 := tundevtest.UDP(first.Welcome.ClientAddrs[0].Addr(), internet4, []byte("after change"))
+	ctun.Inbound <- up2
+	expect(t, r2.tun.Outbound, up2)
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if fw.disabled != 1 {
+		t.Fatalf("kill switch disabled %d times", fw.disabled)
 	}
 }

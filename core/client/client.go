@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/mirage-vpn/mirage/core/config"
@@ -73,6 +74,14 @@ type Options struct {
 	Stats *engine.Stats
 	// Firewall is the kill switch, used when [network] kill_switch is on.
 	Firewall netcfg.Firewall
+	// DialControl, when set, is applied to every transport socket before it
+	// connects (the platform binds it to the physical interface).
+	DialControl func(network, address string, c syscall.RawConn) error
+	// NetChanges receives a value when the OS's default network path
+	// changed (Wi-Fi switch): the network configuration and the kill switch
+	// are re-applied through the new gateway and the session reconnects
+	// over the new path at once, without waiting for keepalives or backoff.
+	NetChanges <-chan struct{}
 }
 
 // ErrRejected is returned when the server does not accept the credentials.
@@ -105,7 +114,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	target := netip.AddrPortFrom(servers[0], uint16(port))
 	dialers := o.Dialers
 	if dialers == nil {
-		if dialers, err = Dialers(cfg, target, log); err != nil {
+		if dialers, err = dialersWith(cfg, target, log, o.DialControl); err != nil {
 			return err
 		}
 	}
@@ -177,6 +186,24 @@ func Run(ctx context.Context, o Options) (err error) {
 		emit(Event{State: Disconnected, Err: err})
 	}()
 
+	// reapply re-installs the applied configuration and kill switch after a
+	// network change: bypass and excluded routes follow the new gateway,
+	// the kill switch the new LAN subnets.
+	reapply := func() error {
+		if applied == nil {
+			return nil
+		}
+		if err := o.Net.Set(*applied); err != nil {
+			return fmt.Errorf("configure network after a network change: %w", err)
+		}
+		if ks != nil {
+			if err := o.Firewall.Enable(*ks); err != nil {
+				return fmt.Errorf("kill switch after a network change: %w", err)
+			}
+		}
+		return nil
+	}
+
 	backoff := time.Second
 	for {
 		// Each dial and handshake has its own timeout (connect_timeout_s,
@@ -199,8 +226,16 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 			log.Warn("connect failed", "server", target, "err", derr, "retry_in", backoff)
 			emit(Event{State: Reconnecting, Err: derr, NextRetry: backoff, Server: target.String()})
-			if !sleep(ctx, backoff) {
+			switch waitRetry(ctx, backoff, o.NetChanges) {
+			case retryCancelled:
 				return nil
+			case retryNetChanged:
+				log.Info("network changed; reconnecting now")
+				if err := reapply(); err != nil {
+					return err
+				}
+				backoff = time.Second
+				continue
 			}
 			backoff = min(2*backoff, maxBackoff)
 			continue
@@ -270,18 +305,43 @@ func Run(ctx context.Context, o Options) (err error) {
 			tunnel.Attach(nil)
 			log.Warn("connection lost", "err", sess.Err())
 			emit(Event{State: Reconnecting, Err: sess.Err(), NextRetry: 0, Server: target.String()})
+		case <-o.NetChanges:
+			// The old path may be gone: re-route through the new gateway and
+			// move the session (resumed with its ticket, same addresses).
+			log.Info("network changed; moving the session to the new path")
+			tunnel.Attach(nil)
+			sess.Close()
+			emit(Event{State: Reconnecting, Err: errNetChanged, NextRetry: 0, Server: target.String()})
+			if err := reapply(); err != nil {
+				return err
+			}
 		}
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
+// errNetChanged is the reason given when a session moves after a network
+// change.
+var errNetChanged = errors.New("the network changed")
+
+// Outcomes of waitRetry.
+const (
+	retryNow = iota
+	retryCancelled
+	retryNetChanged
+)
+
+// waitRetry waits d before the next attempt; a network change cuts the
+// wait short.
+func waitRetry(ctx context.Context, d time.Duration, changes <-chan struct{}) int {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return false
+		return retryCancelled
+	case <-changes:
+		return retryNetChanged
 	case <-t.C:
-		return true
+		return retryNow
 	}
 }
 
@@ -360,9 +420,18 @@ func equalConfig(a, b netcfg.Config) bool {
 // Dialers builds the transports of the profile, in enabled_protocols order,
 // skipping the ones this build does not implement.
 func Dialers(cfg *config.Client, target netip.AddrPort, log *slog.Logger) ([]engine.Dialer, error) {
+	return dialersWith(cfg, target, log, nil)
+}
+
+// dialersWith is Dialers with a socket Control hook (nil: none).
+func dialersWith(cfg *config.Client, target netip.AddrPort, log *slog.Logger, control func(network, address string, c syscall.RawConn) error) ([]engine.Dialer, error) {
 	protos, err := cfg.UsableProtocols(Implemented)
 	if err != nil {
 		return nil, err
+	}
+	var tcpDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	if control != nil {
+		tcpDial = (&net.Dialer{Control: control}).DialContext
 	}
 	addr := target.String()
 	timeout := time.Duration(cfg.Connection.ConnectTimeoutS) * time.Second
@@ -376,7 +445,7 @@ func Dialers(cfg *config.Client, target netip.AddrPort, log *slog.Logger) ([]eng
 			}
 			o := tlsx.ClientOptions{
 				ServerName: cfg.TLSServerName(), CAFile: cfg.ResolvePath(cfg.TLS.CAFile),
-				Insecure: cfg.TLS.Insecure, Logger: log,
+				Insecure: cfg.TLS.Insecure, Logger: log, Dial: tcpDial,
 			}
 			if cfg.TLS.CAFile == "" {
 				o.CAFile = ""
@@ -398,7 +467,7 @@ func Dialers(cfg *config.Client, target netip.AddrPort, log *slog.Logger) ([]eng
 					return nil, err
 				}
 			}
-			o := reality.ClientOptions{ServerName: cfg.RealitySNI(), PublicKey: pub, ShortID: sid, Logger: log}
+			o := reality.ClientOptions{ServerName: cfg.RealitySNI(), PublicKey: pub, ShortID: sid, Logger: log, Dial: tcpDial}
 			ds = append(ds, &dialer{proto: p, timeout: timeout, dial: func(ctx context.Context) (engine.Conn, error) {
 				return conn(reality.Dial(ctx, addr, o))
 			}})

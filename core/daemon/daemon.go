@@ -15,6 +15,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mirage-vpn/mirage/core/api"
@@ -46,6 +47,10 @@ type Options struct {
 	Version string
 	// Firewall is the kill switch for profiles with [network] kill_switch.
 	Firewall netcfg.Firewall
+	// DialControl and NetChanges are passed to every connection (see
+	// client.Options).
+	DialControl func(network, address string, c syscall.RawConn) error
+	NetChanges  <-chan struct{}
 }
 
 // ErrClosed is returned by Connect after Close.
@@ -227,6 +232,9 @@ func (d *Daemon) Connect(name string) error {
 		Version:   d.opts.Version,
 		Stats:     cur.stats,
 		Firewall:  d.opts.Firewall,
+
+		DialControl: d.opts.DialControl,
+		NetChanges:  d.opts.NetChanges,
 	}
 	go func() {
 		defer close(cur.done)

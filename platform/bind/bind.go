@@ -1,12 +1,15 @@
 // Package bind keeps the transport's sockets on the physical network: each
 // socket the client dials to the server is pinned to the interface that
 // carries the original default route, where the OS offers a socket option
-// for it (IP_BOUND_IF on macOS, IP_UNICAST_IF/IPV6_UNICAST_IF on Windows,
-// SO_BINDTODEVICE on Linux). The bypass host routes already keep the
+// for it (IP_BOUND_IF on macOS, IP_UNICAST_IF/IPV6_UNICAST_IF on Windows),
+// as the WireGuard apps there do. The bypass host routes already keep the
 // server outside the tunnel; the binding is a second guard, so a missing or
-// raced route can never loop the transport into its own tunnel. FreeBSD has
-// no per-interface option (SO_SETFIB selects a routing table, and mirage's
-// routes live in the default one), so there the routes alone do it.
+// raced route can never loop the transport into its own tunnel.
+//
+// Linux and FreeBSD rely on the routes alone: on Linux the bypass host
+// route is exact (and SO_BINDTODEVICE would break a server reached through
+// a non-default interface); FreeBSD has no per-interface option (SO_SETFIB
+// selects a routing table, and mirage's routes live in the default one).
 //
 // The interface is looked up at every dial, so a reconnect after a
 // network change (Wi-Fi to Ethernet) binds to the new interface.

@@ -21,7 +21,9 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/client"
 	"github.com/mirage-vpn/mirage/core/config"
+	"github.com/mirage-vpn/mirage/platform/bind"
 	"github.com/mirage-vpn/mirage/platform/killswitch"
+	"github.com/mirage-vpn/mirage/platform/netmon"
 	"github.com/mirage-vpn/mirage/platform/osnet"
 	"github.com/mirage-vpn/mirage/platform/tun"
 )
@@ -132,9 +134,13 @@ func cmdConnect(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	mon := netmon.New(log)
+	defer mon.Close()
 	err = client.Run(ctx, client.Options{
 		Config: cfg, CreateTUN: tun.CreateTUN, Net: netc, Logger: log, Version: version,
-		Firewall: killswitch.Firewall{Log: log},
+		Firewall:    killswitch.Firewall{Log: log},
+		DialControl: bind.Control(cfg.Network.InterfaceName, log.Debug),
+		NetChanges:  mon.Changes(),
 		OnEvent: func(e client.Event) {
 			if e.State == client.Connected {
 				fmt.Fprintln(stdout, client.FormatConnected(e))

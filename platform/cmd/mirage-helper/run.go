@@ -15,8 +15,10 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/daemon"
 	"github.com/mirage-vpn/mirage/core/netcfg"
+	"github.com/mirage-vpn/mirage/platform/bind"
 	"github.com/mirage-vpn/mirage/platform/ipc"
 	"github.com/mirage-vpn/mirage/platform/killswitch"
+	"github.com/mirage-vpn/mirage/platform/netmon"
 	"github.com/mirage-vpn/mirage/platform/osnet"
 	"github.com/mirage-vpn/mirage/platform/service"
 	"github.com/mirage-vpn/mirage/platform/tun"
@@ -74,6 +76,8 @@ func serve(ctx context.Context, f runFlags, log *slog.Logger) error {
 	if err := cleanupAll(log, f.stateDir); err != nil {
 		log.Warn("cleaning up a previous run", "err", err)
 	}
+	mon := netmon.New(log)
+	defer mon.Close()
 	d, err := daemon.New(daemon.Options{
 		ProfilesDir: f.profilesDir,
 		CreateTUN:   tun.CreateTUN,
@@ -82,6 +86,8 @@ func serve(ctx context.Context, f runFlags, log *slog.Logger) error {
 		Logger:      log,
 		Version:     version,
 		Firewall:    killswitch.Firewall{Log: log},
+		DialControl: bind.Control("", log.Debug),
+		NetChanges:  mon.Changes(),
 	})
 	if err != nil {
 		return err
