@@ -85,7 +85,11 @@ type Profile struct {
 	Server    string   `json:"server"` // connection_string
 	Protocols []string `json:"protocols"`
 	Username  string   `json:"username"`
-	TOML      string   `json:"toml,omitempty"` // only from GET /v1/profiles/{name}
+	// KillSwitch and AllowLAN are the profile's [network] kill_switch and
+	// allow_lan.
+	KillSwitch bool   `json:"kill_switch"`
+	AllowLAN   bool   `json:"allow_lan"`
+	TOML       string `json:"toml,omitempty"` // only from GET /v1/profiles/{name}
 }
 
 // ImportRequest imports a profile from client.toml text or a mirage:// link.
@@ -96,10 +100,13 @@ type ImportRequest struct {
 	Link string `json:"link,omitempty"`
 }
 
-// UpdateRequest renames a profile and/or replaces its TOML.
+// UpdateRequest renames a profile, replaces its TOML and/or switches its
+// kill switch settings (applied after the TOML, when both are given).
 type UpdateRequest struct {
-	Name string `json:"name,omitempty"`
-	TOML string `json:"toml,omitempty"`
+	Name       string `json:"name,omitempty"`
+	TOML       string `json:"toml,omitempty"`
+	KillSwitch *bool  `json:"kill_switch,omitempty"`
+	AllowLAN   *bool  `json:"allow_lan,omitempty"`
 }
 
 // ConnectRequest connects a stored profile.

@@ -259,6 +259,26 @@ func TestProfilesCRUD(t *testing.T) {
 	if p.Name != "Work" || p.Username != "alice" {
 		t.Fatalf("rename+replace %+v", p)
 	}
+	// Kill switch toggles (the GUI's switches): only those keys change.
+	on, off := true, false
+	send(t, hc, "PUT", "/v1/profiles/Work", mustJSON(api.UpdateRequest{KillSwitch: &on}), 200, &p)
+	if !p.KillSwitch || p.AllowLAN || p.Username != "alice" {
+		t.Fatalf("kill switch on: %+v", p)
+	}
+	send(t, hc, "PUT", "/v1/profiles/Work", mustJSON(api.UpdateRequest{AllowLAN: &on}), 200, &p)
+	if !p.KillSwitch || !p.AllowLAN {
+		t.Fatalf("allow lan on: %+v", p)
+	}
+	send(t, hc, "GET", "/v1/profiles/Work", nil, 200, &p)
+	if !strings.Contains(p.TOML, "kill_switch = true") || !strings.Contains(p.TOML, "allow_lan = true") || !p.KillSwitch {
+		t.Fatalf("stored profile lacks the switches:\n%s", p.TOML)
+	}
+	send(t, hc, "PUT", "/v1/profiles/Work", mustJSON(api.UpdateRequest{KillSwitch: &off, AllowLAN: &off}), 200, &p)
+	if p.KillSwitch || p.AllowLAN {
+		t.Fatalf("switches off: %+v", p)
+	}
+	expectErr(t, hc, "PUT", "/v1/profiles/nope", mustJSON(api.UpdateRequest{KillSwitch: &on}), 404, api.CodeNotFound, "nope")
+
 	send(t, hc, "GET", "/v1/profiles", nil, 200, &ps)
 	names = names[:0]
 	for _, p := range ps {

@@ -192,6 +192,8 @@ func summary(name string, cfg *config.Client) api.Profile {
 		p.Server = cfg.ConnectionString
 		p.Protocols = cfg.Protocols()
 		p.Username = cfg.Authentication.Username
+		p.KillSwitch = cfg.Network.KillSwitch
+		p.AllowLAN = cfg.Network.AllowLAN
 	}
 	return p
 }
@@ -332,8 +334,9 @@ func (s *store) update(name string, req api.UpdateRequest, renamed func(from, to
 	if err := checkName(name); err != nil {
 		return api.Profile{}, err
 	}
-	if req.Name == "" && req.TOML == "" {
-		return api.Profile{}, &api.Error{Code: api.CodeBadRequest, Message: "nothing to change: give name and/or toml"}
+	switches := req.KillSwitch != nil || req.AllowLAN != nil
+	if req.Name == "" && req.TOML == "" && !switches {
+		return api.Profile{}, &api.Error{Code: api.CodeBadRequest, Message: "nothing to change: give name, toml, kill_switch and/or allow_lan"}
 	}
 	to := name
 	if req.Name != "" {
@@ -361,6 +364,22 @@ func (s *store) update(name string, req api.UpdateRequest, renamed func(from, to
 	}
 	if !ok {
 		return api.Profile{}, notFound(name)
+	}
+	if switches {
+		if cfg == nil {
+			if cfg, _, err = s.load(name); err != nil {
+				return api.Profile{}, err
+			}
+		}
+		if req.KillSwitch != nil {
+			cfg.Network.KillSwitch = *req.KillSwitch
+		}
+		if req.AllowLAN != nil {
+			cfg.Network.AllowLAN = *req.AllowLAN
+		}
+		if cfg, data, err = checkStorable(cfg, to+".toml"); err != nil {
+			return api.Profile{}, err
+		}
 	}
 	if to != name {
 		other, err := s.clash(to, name)

@@ -581,6 +581,39 @@ func (vm *VM) SaveTOML(ctx context.Context, name, text string) error {
 	return vm.RefreshProfiles(ctx)
 }
 
+// SetKillSwitch stores a profile's kill switch and allow-LAN switches.
+// When that profile is the active one the tunnel is reconnected so the
+// change takes effect now (switching the kill switch on cannot open a gap:
+// traffic was unprotected until then anyway).
+func (vm *VM) SetKillSwitch(ctx context.Context, name string, killSwitch, allowLAN bool) error {
+	if name == "" {
+		return vm.fail("kill switch", &api.Error{Code: api.CodeBadRequest, Message: "Import or select a profile first"})
+	}
+	if _, err := vm.c.Update(ctx, name, api.UpdateRequest{KillSwitch: &killSwitch, AllowLAN: &allowLAN}); err != nil {
+		return vm.fail("kill switch", err)
+	}
+	vm.ok()
+	if err := vm.RefreshProfiles(ctx); err != nil {
+		return err
+	}
+	if c := vm.Snapshot().Conn; c.Active && c.Profile == name {
+		if err := vm.Disconnect(ctx); err != nil {
+			return err
+		}
+		return vm.Connect(ctx, name)
+	}
+	return nil
+}
+
+// Profile returns the listed profile name, if any.
+func (s Snapshot) Profile(name string) (api.Profile, bool) {
+	i := slices.IndexFunc(s.Profiles, func(p api.Profile) bool { return p.Name == name })
+	if i < 0 {
+		return api.Profile{}, false
+	}
+	return s.Profiles[i], true
+}
+
 // ReportError shows a message from the views (e.g. an unreadable file) as
 // the notice.
 func (vm *VM) ReportError(msg string) {

@@ -355,6 +355,48 @@ func TestToggle(t *testing.T) {
 	}
 }
 
+func TestSetKillSwitch(t *testing.T) {
+	f := vmtest.New()
+	f.Stored = []api.Profile{{Name: "home"}, {Name: "work"}}
+	vm, _ := newVM(t, f)
+	ctx := context.Background()
+	if err := vm.RefreshProfiles(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Not connected: stored, no reconnect.
+	if err := vm.SetKillSwitch(ctx, "home", true, false); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := vm.Snapshot().Profile("home"); !ok || !p.KillSwitch || p.AllowLAN {
+		t.Fatalf("after switching on: %+v", p)
+	}
+	// Connected to it: stored, then the tunnel reconnects to apply it.
+	if err := vm.Connect(ctx, "home"); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.SetKillSwitch(ctx, "home", true, true); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := vm.Snapshot().Profile("home"); !p.AllowLAN {
+		t.Fatalf("allow LAN not stored: %+v", p)
+	}
+	// Connected to another profile: no reconnect.
+	if err := vm.SetKillSwitch(ctx, "work", true, false); err != nil {
+		t.Fatal(err)
+	}
+	calls := strings.Join(f.Calls(), ";")
+	want := "profiles;update home;profiles;connect home;update home;profiles;disconnect;connect home;update work;profiles"
+	if calls != want {
+		t.Fatalf("calls\n%s\nwant\n%s", calls, want)
+	}
+	if err := vm.SetKillSwitch(ctx, "nope", true, false); err == nil || vm.Snapshot().Notice == "" {
+		t.Fatalf("unknown profile: err %v, notice %q", err, vm.Snapshot().Notice)
+	}
+	if _, ok := vm.Snapshot().Profile("nope"); ok {
+		t.Fatal("Profile found a missing name")
+	}
+}
+
 func TestLogs(t *testing.T) {
 	f := vmtest.New()
 	f.LogEntries = []api.LogEntry{

@@ -24,7 +24,7 @@ func (u *UI) refreshTray() {
 	m := u.TrayMenu()
 	var key strings.Builder
 	for _, it := range m.Items {
-		fmt.Fprintf(&key, "%s|%v;", it.Label, it.Disabled)
+		fmt.Fprintf(&key, "%s|%v|%v;", it.Label, it.Disabled, it.Checked)
 	}
 	if key.String() == u.trayKey {
 		return
@@ -58,6 +58,19 @@ func (u *UI) TrayMenu() *fyne.Menu {
 	}
 	if len(u.snap.Profiles) > 0 {
 		items = append(items, fyne.NewMenuItemSeparator())
+	}
+	// The kill switch of the selected (or connected) profile.
+	name := u.snap.Selected
+	if c.Active {
+		name = c.Profile
+	}
+	if p, ok := u.snap.Profile(name); ok {
+		ks := fyne.NewMenuItem("Kill switch", func() {
+			u.run(func(ctx context.Context) { _ = u.vm.SetKillSwitch(ctx, p.Name, !p.KillSwitch, p.AllowLAN) })
+		})
+		ks.Checked = p.KillSwitch
+		ks.Disabled = !reachable
+		items = append(items, ks, fyne.NewMenuItemSeparator())
 	}
 	items = append(items, fyne.NewMenuItem("Show Mirage", u.ShowWindow))
 	quit := fyne.NewMenuItem("Quit", u.Quit)

@@ -99,6 +99,9 @@ type UI struct {
 	sent      *widget.Label
 	received  *widget.Label
 	graph     *Graph
+	// kill switch of the selected profile
+	killSwitch *widget.Check
+	allowLAN   *widget.Check
 
 	// logs
 	logList *widget.List
@@ -200,6 +203,16 @@ func (u *UI) build() {
 	u.uptime, u.upRate, u.downRate, u.sent, u.received = newLbl(), newLbl(), newLbl(), newLbl(), newLbl()
 	u.upRate.Importance, u.downRate.Importance = widget.WarningImportance, widget.HighImportance
 	u.graph = NewGraph()
+	u.killSwitch = widget.NewCheck("Kill switch: block all traffic outside the tunnel", func(on bool) {
+		if !u.syncing {
+			u.setKillSwitch(on, u.allowLAN.Checked)
+		}
+	})
+	u.allowLAN = widget.NewCheck("Allow the local network (printers, NAS) while blocking", func(on bool) {
+		if !u.syncing {
+			u.setKillSwitch(u.killSwitch.Checked, on)
+		}
+	})
 
 	u.logList = widget.NewList(
 		func() int { return len(u.snap.Logs) },
@@ -259,6 +272,7 @@ func (u *UI) content() fyne.CanvasObject {
 	conn := container.NewVBox(
 		container.NewBorder(nil, nil, u.stateIcon, u.toggle, u.stateText),
 		container.New(layout.NewFormLayout(), grid...),
+		u.killSwitch, u.allowLAN,
 		widget.NewLabel("Last minute (orange: up, blue: down)"),
 		u.graph,
 	)
@@ -313,8 +327,17 @@ func (u *UI) Refresh() {
 	} else {
 		u.profileList.UnselectAll()
 	}
-	u.syncing = false
 	has := idx >= 0
+	// The selected profile's kill switch (the helper is the source of truth).
+	var sel api.Profile
+	if has {
+		sel = s.Profiles[idx]
+	}
+	u.killSwitch.SetChecked(sel.KillSwitch)
+	u.allowLAN.SetChecked(sel.AllowLAN)
+	setEnabled(u.killSwitch, has && s.Helper.Reachable)
+	setEnabled(u.allowLAN, has && s.Helper.Reachable && sel.KillSwitch)
+	u.syncing = false
 	for _, b := range []*widget.Button{u.renameBtn, u.editBtn, u.deleteBtn} {
 		setEnabled(b, has)
 	}
@@ -402,6 +425,13 @@ func setEnabled(w fyne.Disableable, on bool) {
 // back through the change callback.
 func (u *UI) run(f func(ctx context.Context)) {
 	u.opts.Async(func() { f(u.ctx) })
+}
+
+// setKillSwitch stores the selected profile's switches (reconnecting it
+// when it is the active one).
+func (u *UI) setKillSwitch(killSwitch, allowLAN bool) {
+	name := u.snap.Selected
+	u.run(func(ctx context.Context) { _ = u.vm.SetKillSwitch(ctx, name, killSwitch, allowLAN) })
 }
 
 func (u *UI) toggleConnection() {

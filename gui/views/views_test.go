@@ -166,8 +166,45 @@ func TestStatsRender(t *testing.T) {
 	}
 	// The tray menu offers Disconnect for the connected profile.
 	labels := menuLabels(u.TrayMenu())
-	if !strings.Contains(labels, "Connected|Disconnect home|Show Mirage|Quit") {
+	if !strings.Contains(labels, "Connected|Disconnect home|Kill switch|Show Mirage|Quit") {
 		t.Errorf("tray menu %s", labels)
+	}
+}
+
+// The kill switch checkbox stores the selected profile's switch (and
+// reconnects it when active); the tray item mirrors it.
+func TestKillSwitchToggle(t *testing.T) {
+	f := newFake()
+	f.Stored = []api.Profile{{Name: "home"}}
+	u, vm, _ := newUI(t, f)
+	sync(t, vm, func(s viewmodel.Snapshot) bool { return s.Helper.Reachable && len(s.Profiles) == 1 })
+	u.Refresh()
+	if u.killSwitch.Checked || u.killSwitch.Disabled() || !u.allowLAN.Disabled() {
+		t.Fatalf("initial: kill switch checked=%v disabled=%v, allow LAN disabled=%v", u.killSwitch.Checked, u.killSwitch.Disabled(), u.allowLAN.Disabled())
+	}
+	test.Tap(u.killSwitch)
+	sync(t, vm, func(s viewmodel.Snapshot) bool { p, _ := s.Profile("home"); return p.KillSwitch })
+	u.Refresh()
+	if !u.killSwitch.Checked || u.allowLAN.Disabled() {
+		t.Fatalf("after tap: checked=%v allow LAN disabled=%v", u.killSwitch.Checked, u.allowLAN.Disabled())
+	}
+	test.Tap(u.allowLAN)
+	sync(t, vm, func(s viewmodel.Snapshot) bool { p, _ := s.Profile("home"); return p.AllowLAN })
+	u.Refresh()
+	var item *fyne.MenuItem
+	for _, it := range u.TrayMenu().Items {
+		if it.Label == "Kill switch" {
+			item = it
+		}
+	}
+	if item == nil || !item.Checked {
+		t.Fatalf("tray kill switch item %+v", item)
+	}
+	// The tray item switches it off again, keeping allow LAN.
+	item.Action()
+	sync(t, vm, func(s viewmodel.Snapshot) bool { p, _ := s.Profile("home"); return !p.KillSwitch && p.AllowLAN })
+	if n := strings.Count(strings.Join(f.Calls(), ";"), "update home"); n != 3 {
+		t.Fatalf("%d updates, want 3: %v", n, f.Calls())
 	}
 }
 

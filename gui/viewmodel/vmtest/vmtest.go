@@ -144,6 +144,12 @@ func (f *Fake) Update(ctx context.Context, name string, req api.UpdateRequest) (
 		if req.TOML != "" {
 			f.TOMLs[name] = req.TOML
 		}
+		if req.KillSwitch != nil {
+			p.KillSwitch = *req.KillSwitch
+		}
+		if req.AllowLAN != nil {
+			p.AllowLAN = *req.AllowLAN
+		}
 		if req.Name != "" {
 			f.TOMLs[req.Name] = f.TOMLs[name]
 			delete(f.TOMLs, name)
