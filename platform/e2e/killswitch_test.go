@@ -81,15 +81,25 @@ func TestE2EKillSwitch(t *testing.T) {
 	}
 }
 
-// allow_lan keeps the directly connected subnet reachable; a normal
-// disconnect removes the kill switch.
+// allow_lan keeps the directly connected subnet reachable, but DNS goes
+// only to the tunnel's resolver: a query to the LAN's resolver (or any other
+// one, even through the tunnel) is blocked. A normal disconnect removes the
+// kill switch.
 func TestE2EKillSwitchAllowLAN(t *testing.T) {
 	tp := newTopology(t)
 	s := startGeneratedServer(t, tp)
+	// UDP echo services standing in for resolvers (53) and other services.
+	startRole(t, tp.RTR, "lan-udp", "udpecho", "2m", rtrCliAddr+":53", rtrCliAddr+":5353")
+	startRole(t, tp.HOST, "host-udp", "udpecho", "2m", hostAddr+":53", hostAddr+":5353")
+	time.Sleep(300 * time.Millisecond)
+	if !udpAnswered(t, tp.CLI, rtrCliAddr+":53") {
+		t.Fatal("the LAN resolver does not answer before connecting (test setup)")
+	}
 	conf := derivedClient(t, s, func(m map[string]any) {
 		n := table(m, "network")
 		n["kill_switch"] = true
 		n["allow_lan"] = true
+		n["dns_servers"] = []string{hostAddr} // the tunnel's resolver
 	})
 	c := startClient(t, tp, conf)
 	c.waitConnected(t, 1, connectTimeout)
@@ -97,6 +107,22 @@ func TestE2EKillSwitchAllowLAN(t *testing.T) {
 	if err := ping(tp.CLI, rtrCliAddr); err != nil {
 		t.Fatalf("allow_lan = true but the LAN router is blocked: %v", err)
 	}
+	if !udpAnswered(t, tp.CLI, rtrCliAddr+":5353") {
+		t.Error("allow_lan = true but UDP to a LAN service is blocked")
+	}
+	if udpAnswered(t, tp.CLI, rtrCliAddr+":53") {
+		t.Error("DNS leak: the LAN's resolver answered with the kill switch on")
+	}
+	if !udpAnswered(t, tp.CLI, hostAddr+":53") {
+		t.Error("DNS to the tunnel's resolver is blocked")
+	}
+	s.stop(t)
+	time.Sleep(time.Second)
+	if udpAnswered(t, tp.CLI, rtrCliAddr+":53") {
+		t.Error("DNS leak while reconnecting: the LAN's resolver answered")
+	}
+	s.restart(t)
+	c.waitConnected(t, 2, 40*time.Second)
 	c.p.signal(syscall.SIGTERM)
 	if _, err := c.p.wait(stopTimeout); err != nil {
 		t.Fatal(err)

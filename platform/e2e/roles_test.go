@@ -46,6 +46,10 @@ func runRole(role string, args []string) int {
 		err = roleHTTPS(args)
 	case "probe":
 		err = roleProbe(args)
+	case "udpecho":
+		err = roleUDPEcho(args)
+	case "udpask":
+		err = roleUDPAsk(args)
 	default:
 		err = runRealityRole(role, args) // roles_reality_test.go; unknown roles fail there
 	}
@@ -333,6 +337,79 @@ func probeOne(addr string, send []byte) (string, error) {
 		errText = err.Error()
 	}
 	return fmt.Sprintf("closed_after=%.2f got=%d err=%q", elapsed, n, errText), nil
+}
+
+// roleUDPEcho: udpecho DURATION ADDR... Echoes every UDP datagram on each
+// ADDR back to its sender until DURATION has passed.
+func roleUDPEcho(args []string) error {
+	if len(args) < 2 {
+		return errors.New("usage: udpecho DURATION ADDR...")
+	}
+	d, err := argDuration(args[0])
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for _, a := range args[1:] {
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			return err
+		}
+		pc.SetDeadline(deadline)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer pc.Close()
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(buf[:n], from)
+			}
+		}()
+	}
+	fmt.Println("listening")
+	wg.Wait()
+	return nil
+}
+
+// roleUDPAsk: udpask ADDR TIMEOUT. Sends a datagram (three tries) and exits
+// 0 once the echo comes back; non-zero when nothing answers in TIMEOUT.
+func roleUDPAsk(args []string) error {
+	if len(args) != 2 {
+		return errors.New("usage: udpask ADDR TIMEOUT")
+	}
+	timeout, err := argDuration(args[1])
+	if err != nil {
+		return err
+	}
+	c, err := net.Dial("udp", args[0])
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	for i := range 3 {
+		if _, err := fmt.Fprintf(c, "ask %d", i); err != nil {
+			return fmt.Errorf("send: %w", err) // e.g. EPERM from the firewall
+		}
+		c.SetReadDeadline(time.Now().Add(timeout / 3))
+		if n, err := c.Read(buf); err == nil {
+			fmt.Printf("answered %q\n", buf[:n])
+			return nil
+		}
+	}
+	return fmt.Errorf("no answer from %s within %v", args[0], timeout)
+}
+
+// udpAnswered reports whether addr echoes a datagram sent from ns.
+func udpAnswered(t *testing.T, ns, addr string) bool {
+	t.Helper()
+	_, err := roleOutput(t, ns, 10*time.Second, "udpask", addr, "1500ms")
+	return err == nil
 }
 
 // startRole runs a role in the background inside ns.
