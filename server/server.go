@@ -291,16 +291,30 @@ func (s *Server) handleConn(raw net.Conn) {
 		toFallback(err.Error())
 		return
 	}
-	ss, welcome, err := s.authenticate(tc, hello, remote)
+	ekm := func() ([]byte, error) {
+		cs := tc.ConnectionState()
+		return cs.ExportKeyingMaterial(engine.JoinLabel, nil, 32)
+	}
+	ss, welcome, err := s.authenticate(ekm, hello, remote)
 	if err != nil {
 		toFallback(err.Error())
 		return
 	}
 	br.Discard(wire.HeaderLen + n)
+	s.attach(ss, welcome, hello, tc, wire.NewReaderBufio(br), remote, "tcp", func() {
+		raw.SetDeadline(time.Time{})
+		release()
+	})
+}
+
+// attach adds an authenticated connection to its session, sends the
+// Welcome and serves the connection until it ends. ready runs once the
+// Welcome is out.
+func (s *Server) attach(ss *session, welcome *wire.Welcome, hello *wire.Hello, c net.Conn, r *wire.Reader, remote netip.Addr, transport string, ready func()) {
 	// The connection joins the session before the Welcome is written, with
 	// its write lock held, so no packet can overtake the Welcome and none
 	// queued meanwhile is lost.
-	l := &slink{c: tc}
+	l := &slink{c: c}
 	l.wmu.Lock()
 	added := ss.addLink(l)
 	ss.mu.Lock()
@@ -308,25 +322,26 @@ func (s *Server) handleConn(raw net.Conn) {
 	ss.mu.Unlock()
 	if !added {
 		l.wmu.Unlock()
-		tc.Close()
+		c.Close()
 		ss.removeLink(l)
 		return
 	}
 	payload, err := welcome.Marshal()
 	if err == nil {
-		_, err = tc.Write(wire.AppendFrame(nil, wire.TypeWelcome, payload))
+		_, err = c.Write(wire.AppendFrame(nil, wire.TypeWelcome, payload))
 	}
 	l.wmu.Unlock()
 	if err != nil {
 		s.log.Debug("send welcome", "remote", remote, "err", err)
-		tc.Close()
+		c.Close()
 		ss.removeLink(l)
 		return
 	}
-	raw.SetDeadline(time.Time{})
-	release()
-	s.log.Info("client connected", "user", ss.user, "remote", remote, "addrs", ss.addrs, "join", hello.Join != nil)
-	ss.serveLink(l, wire.NewReaderBufio(br))
+	if ready != nil {
+		ready()
+	}
+	s.log.Info("client connected", "user", ss.user, "remote", remote, "transport", transport, "addrs", ss.addrs, "join", hello.Join != nil)
+	ss.serveLink(l, r)
 }
 
 // demux picks the TLS server for a new connection. Without REALITY it is
@@ -429,7 +444,8 @@ var errBadCredentials = errors.New("bad credentials")
 
 // authenticate checks the Hello and returns the session the connection
 // joins (a new one, or an existing one for a valid join).
-func (s *Server) authenticate(tc *tls.Conn, h *wire.Hello, remote netip.Addr) (*session, *wire.Welcome, error) {
+// ekm is the connection's TLS exporter for the join label.
+func (s *Server) authenticate(ekmFn func() ([]byte, error), h *wire.Hello, remote netip.Addr) (*session, *wire.Welcome, error) {
 	ok := false
 	if len(h.Ticket) > 0 {
 		if u, err := s.tickets.Open(h.Ticket, time.Now()); err == nil && u == h.Username && s.users.Has(u) {
@@ -455,8 +471,7 @@ func (s *Server) authenticate(tc *tls.Conn, h *wire.Hello, remote netip.Addr) (*
 	}
 	ticket := s.tickets.Issue(h.Username, ticketTTL)
 	if h.Join != nil {
-		cs := tc.ConnectionState()
-		ekm, err := cs.ExportKeyingMaterial(engine.JoinLabel, nil, 32)
+		ekm, err := ekmFn()
 		if err != nil {
 			return nil, nil, fmt.Errorf("channel binding: %w", err)
 		}

@@ -188,6 +188,18 @@ func (ss *session) addLink(l *slink) bool {
 	return true
 }
 
+// dropPending undoes the pending count of a connection that authenticated
+// but never got attached; the session ends if it has nothing else.
+func (ss *session) dropPending() {
+	ss.mu.Lock()
+	ss.pendingLinks.Add(-1)
+	empty := len(ss.linkList()) == 0 && ss.pendingLinks.Load() == 0
+	ss.mu.Unlock()
+	if empty {
+		ss.end()
+	}
+}
+
 // removeLink drops l; the session ends with its last connection.
 func (ss *session) removeLink(l *slink) {
 	ss.mu.Lock()

@@ -9,6 +9,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,12 +17,15 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/netcfg"
+	"github.com/mirage-vpn/mirage/core/transport/quictun"
 	"github.com/mirage-vpn/mirage/core/transport/reality"
 	"github.com/mirage-vpn/mirage/core/transport/tlsx"
 	"github.com/mirage-vpn/mirage/core/tundev"
@@ -29,7 +33,7 @@ import (
 )
 
 // Implemented lists the transports this build can dial.
-var Implemented = map[string]bool{config.ProtoTCPTLS: true, config.ProtoReality: true}
+var Implemented = map[string]bool{config.ProtoTCPTLS: true, config.ProtoReality: true, config.ProtoQUIC: true}
 
 // State of the client.
 type State int
@@ -50,6 +54,7 @@ type Event struct {
 	State     State
 	Welcome   *wire.Welcome // when Connected
 	Protocol  string        // when Connected
+	ZeroRTT   bool          // when Connected: the QUIC handshake resumed with 0-RTT
 	Server    string        // the address dialed
 	Err       error         // why, when Reconnecting/Disconnected
 	NextRetry time.Duration // when Reconnecting
@@ -249,6 +254,12 @@ func Run(ctx context.Context, o Options) (err error) {
 			if mtu == 0 {
 				mtu = 1420
 			}
+			if slices.Contains(cfg.Protocols(), config.ProtoQUIC) && mtu > quictun.TunnelMTU {
+				// Every packet must fit one QUIC datagram; a bigger one would
+				// take the reliable stream (TCP over a reliable stream).
+				log.Info("tunnel MTU lowered so packets fit QUIC datagrams", "mtu", quictun.TunnelMTU, "was", mtu)
+				mtu = quictun.TunnelMTU
+			}
 			if dev, err = o.CreateTUN(cfg.Network.InterfaceName, mtu); err != nil {
 				sess.Close()
 				return fmt.Errorf("create tun %s: %w", cfg.Network.InterfaceName, err)
@@ -293,8 +304,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		for _, p := range w.ClientAddrs {
 			params.Request = append(params.Request, p.Addr())
 		}
-		log.Info("connected", "transport", sess.Protocol, "server", target, "addrs", w.ClientAddrs)
-		emit(Event{State: Connected, Welcome: w, Protocol: sess.Protocol, Server: target.String()})
+		log.Info("connected", "transport", sess.Protocol, "server", target, "addrs", w.ClientAddrs, "zero_rtt", sess.ZeroRTT)
+		emit(Event{State: Connected, Welcome: w, Protocol: sess.Protocol, Server: target.String(), ZeroRTT: sess.ZeroRTT})
 
 		select {
 		case <-ctx.Done():
@@ -456,6 +467,32 @@ func dialersWith(cfg *config.Client, target netip.AddrPort, log *slog.Logger, co
 			ds = append(ds, &dialer{proto: p, timeout: timeout, dial: func(ctx context.Context) (engine.Conn, error) {
 				return conn(tlsx.Dial(ctx, addr, o))
 			}})
+		case config.ProtoQUIC:
+			pin, ok, err := cfg.Pin()
+			if err != nil {
+				return nil, err
+			}
+			o := quictun.ClientOptions{
+				TLS: tlsx.ClientOptions{
+					ServerName: cfg.TLSServerName(), CAFile: cfg.ResolvePath(cfg.TLS.CAFile),
+					Insecure: cfg.TLS.Insecure, Logger: log,
+				},
+				SessionCache: sessionCache(cfg),
+				Control:      control,
+			}
+			if cfg.TLS.CAFile == "" {
+				o.TLS.CAFile = ""
+			}
+			if ok {
+				o.TLS.PinnedSHA256 = pin[:]
+			}
+			ds = append(ds, &dialer{proto: p, timeout: timeout, dial: func(ctx context.Context) (engine.Conn, error) {
+				c, err := quictun.Dial(ctx, addr, o)
+				if err != nil {
+					return nil, err
+				}
+				return c, nil
+			}})
 		case config.ProtoReality:
 			pub, err := cfg.RealityPublicKey()
 			if err != nil {
@@ -479,6 +516,27 @@ func dialersWith(cfg *config.Client, target netip.AddrPort, log *slog.Logger, co
 		}
 	}
 	return ds, nil
+}
+
+// sessionCaches keep QUIC session tickets per profile for the life of the
+// process, so a reconnect (or the next connect) resumes with 0-RTT.
+var (
+	sessionMu     sync.Mutex
+	sessionCaches = map[string]tls.ClientSessionCache{}
+)
+
+// sessionCache returns the profile's ticket cache, keyed by server, name,
+// user and pin so a changed profile never reuses another's tickets.
+func sessionCache(cfg *config.Client) tls.ClientSessionCache {
+	key := strings.Join([]string{cfg.ConnectionString, cfg.TLSServerName(), cfg.Authentication.Username, cfg.TLS.PinnedSHA256, cfg.TLS.CAFile}, "\x00")
+	sessionMu.Lock()
+	defer sessionMu.Unlock()
+	c, ok := sessionCaches[key]
+	if !ok {
+		c = tls.NewLRUClientSessionCache(8)
+		sessionCaches[key] = c
+	}
+	return c
 }
 
 // dialer is one transport of the profile; timeout bounds TCP + TLS.

@@ -54,6 +54,8 @@ type SessionParams struct {
 type Session struct {
 	Welcome  *wire.Welcome
 	Protocol string
+	// ZeroRTT is true when the transport resumed with 0-RTT (QUIC).
+	ZeroRTT bool
 
 	links     []*link
 	log       *slog.Logger
@@ -127,6 +129,9 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 		s := &Session{
 			Welcome: w, Protocol: d.Protocol(), log: log, stats: st,
 			links: []*link{{c: c, r: r}}, done: make(chan struct{}),
+		}
+		if z, ok := c.(interface{ Used0RTT() bool }); ok {
+			s.ZeroRTT = z.Used0RTT()
 		}
 		s.keepalive = time.Duration(w.Keepalive) * time.Second
 		if p.Keepalive > 0 {

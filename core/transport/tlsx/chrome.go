@@ -205,3 +205,7 @@ type failedConn struct {
 
 func (c failedConn) Read([]byte) (int, error)  { return 0, c.err }
 func (c failedConn) Write([]byte) (int, error) { return 0, c.err }
+
+// ChromeUserAgent is the User-Agent of the Chrome version the fingerprint
+// models, for HTTP requests the transports make.
+const ChromeUserAgent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"

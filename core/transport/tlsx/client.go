@@ -102,7 +102,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 		}
 		serverName = host
 	}
-	verify, err := o.verifier(serverName, addr)
+	verify, err := o.Verifier(serverName, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -138,9 +138,10 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	return &Conn{u: u}, nil
 }
 
-// verifier returns the VerifyPeerCertificate callback for the configured
-// mode, having validated the options.
-func (o ClientOptions) verifier(serverName, addr string) (func([][]byte, [][]*x509.Certificate) error, error) {
+// Verifier returns the VerifyPeerCertificate callback for the configured
+// mode (pin, CA file, system roots or insecure), having validated the
+// options. The QUIC transport uses it with crypto/tls.
+func (o ClientOptions) Verifier(serverName, addr string) (func([][]byte, [][]*x509.Certificate) error, error) {
 	if len(o.PinnedSHA256) > 0 {
 		if len(o.PinnedSHA256) != sha256.Size {
 			return nil, fmt.Errorf("tls: pinned SHA-256 must be %d bytes, got %d", sha256.Size, len(o.PinnedSHA256))

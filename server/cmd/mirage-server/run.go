@@ -180,10 +180,30 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "tun", name, "tunnel", addrs, "version", version)
 
+	var udp []net.PacketConn
+	if cfg.QUIC.Enabled {
+		if udp, err = listenQUIC(cfg, lc); err != nil {
+			ln.Close()
+			return err
+		}
+		defer func() {
+			for _, pc := range udp {
+				pc.Close()
+			}
+		}()
+	}
+
 	tunDone := make(chan error, 1)
 	go func() { tunDone <- srv.RunTUN() }()
-	serveDone := make(chan error, 1)
+	serveDone := make(chan error, 2)
 	go func() { serveDone <- srv.Serve(ln) }()
+	if len(udp) > 0 {
+		go func() {
+			if err := srv.ServeQUIC(udp); err != nil {
+				serveDone <- err
+			}
+		}()
+	}
 
 	sig := make(chan os.Signal, 4)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -291,6 +311,9 @@ func ensureDataDir(dir string, g *genOpts, stdout io.Writer) (string, error) {
 	cfg := config.DefaultServer()
 	cfg.BindAddress = g.bind
 	cfg.BindPort = g.port
+	// QUIC on the same port number over UDP; clients opt in with "quic" in
+	// enabled_protocols.
+	cfg.QUIC.Enabled = true
 	if g.tun4 != "" {
 		cfg.TunnelNetwork = g.tun4
 	}
@@ -355,6 +378,36 @@ func ensureDataDir(dir string, g *genOpts, stdout io.Writer) (string, error) {
 	fmt.Fprintf(stdout, "# Client profile (also saved as %s):\n", filepath.Join(dir, "client.toml"))
 	stdout.Write(ct)
 	return path, nil
+}
+
+// maxQUICPorts bounds the UDP sockets of a port-hopping range.
+const maxQUICPorts = 1024
+
+// listenQUIC opens the UDP sockets QUIC serves: bind_port and every port of
+// quic.port_range.
+func listenQUIC(cfg *config.Server, lc net.ListenConfig) ([]net.PacketConn, error) {
+	ports := []int{cfg.BindPort}
+	lo, hi := cfg.QUICPorts()
+	if hi-lo+1 > maxQUICPorts {
+		return nil, fmt.Errorf("%s: [quic] port_range: %d ports; at most %d", cfg.Path, hi-lo+1, maxQUICPorts)
+	}
+	for p := lo; p <= hi; p++ {
+		if p != cfg.BindPort {
+			ports = append(ports, p)
+		}
+	}
+	var pcs []net.PacketConn
+	for _, p := range ports {
+		pc, err := lc.ListenPacket(context.Background(), "udp", net.JoinHostPort(cfg.BindAddress, strconv.Itoa(p)))
+		if err != nil {
+			for _, c := range pcs {
+				c.Close()
+			}
+			return nil, fmt.Errorf("quic: listen on UDP port %d: %w", p, err)
+		}
+		pcs = append(pcs, pc)
+	}
+	return pcs, nil
 }
 
 // hostPort adds port to host unless it has one; "[v6]" is unbracketed first.

@@ -1,0 +1,208 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/transport/quictun"
+	"github.com/mirage-vpn/mirage/core/wire"
+)
+
+// quicConnKey carries the *quic.Conn of a request in its context.
+type quicConnKey struct{}
+
+// ticketKeyPeriod is how long one derived session-ticket key is current;
+// the previous one is still accepted, so a ticket lives 1–2 periods.
+const ticketKeyPeriod = 7 * 24 * time.Hour
+
+// ServeQUIC serves the QUIC transport (HTTP/3 on every socket in pcs: the
+// port and the hopping range) until Close. A request whose body starts with
+// a valid Hello becomes a tunnel; everything else — browsers, probers,
+// wrong credentials — gets the fallback web site over HTTP/3.
+func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
+	if len(pcs) == 0 {
+		return errors.New("quic: no UDP sockets")
+	}
+	tlsConf, err := s.quicTLSConfig(time.Now())
+	if err != nil {
+		return err
+	}
+	qconf := &quic.Config{
+		EnableDatagrams:   true,
+		Allow0RTT:         true,
+		InitialPacketSize: quictun.InitialPacketSize,
+		MaxIdleTimeout:    3 * s.keepalive,
+	}
+	h3 := &http3.Server{
+		Handler:         http.HandlerFunc(s.serveH3),
+		EnableDatagrams: true,
+		QUICConfig:      qconf,
+		Logger:          s.log,
+		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+			return context.WithValue(ctx, quicConnKey{}, c)
+		},
+	}
+	errc := make(chan error, len(pcs))
+	var trs []*quic.Transport
+	for _, pc := range pcs {
+		tr := &quic.Transport{Conn: pc}
+		ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(tlsConf), qconf)
+		if err != nil {
+			for _, t := range trs {
+				t.Close()
+			}
+			tr.Close()
+			return fmt.Errorf("quic listen on %s: %w", pc.LocalAddr(), err)
+		}
+		trs = append(trs, tr)
+		go func() { errc <- h3.ServeListener(ln) }()
+	}
+	s.log.Info("quic listening", "sockets", len(pcs), "first", pcs[0].LocalAddr().String())
+	select {
+	case <-s.ctx.Done():
+	case err = <-errc:
+	}
+	h3.Close()
+	for _, t := range trs {
+		t.Close()
+	}
+	if s.ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("quic: %w", err)
+}
+
+// quicTLSConfig is the tcp-tls certificate with ALPN h3 and session-ticket
+// keys derived from the certificate's private key and the current
+// ticketKeyPeriod (plus the previous one), so tickets (and 0-RTT) survive a
+// server restart without another secret on disk. The keys are chosen at
+// start; a restart in a later period rotates them.
+func (s *Server) quicTLSConfig(now time.Time) (*tls.Config, error) {
+	c := s.tlsConf.Clone()
+	c.NextProtos = []string{quictun.ALPN}
+	c.MinVersion = tls.VersionTLS13
+	if len(c.Certificates) == 0 || c.Certificates[0].PrivateKey == nil {
+		return c, nil // random keys: resumption works until a restart
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(c.Certificates[0].PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("quic: session ticket key: %w", err)
+	}
+	epoch := now.Unix() / int64(ticketKeyPeriod/time.Second)
+	var keys [][32]byte
+	for _, e := range []int64{epoch, epoch - 1} {
+		k, err := hkdf.Key(sha256.New, der, nil, fmt.Sprintf("mirage quic session ticket key %d", e), 32)
+		if err != nil {
+			return nil, fmt.Errorf("quic: session ticket key: %w", err)
+		}
+		keys = append(keys, [32]byte(k))
+	}
+	c.SetSessionTicketKeys(keys)
+	return c, nil
+}
+
+// serveH3 handles one HTTP/3 request: a tunnel when the body starts with a
+// Hello that authenticates, the web site otherwise.
+func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
+	qc, _ := r.Context().Value(quicConnKey{}).(*quic.Conn)
+	if qc == nil || r.Method != http.MethodConnect || r.Proto != quictun.ConnectProtocol {
+		s.h3Fallback(w, r, nil, "not a tunnel request")
+		return
+	}
+	remote := addrOf(qc.RemoteAddr())
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(s.hsTimeout))
+	consumed := make([]byte, 0, wire.HeaderLen+256)
+	hdr := make([]byte, wire.HeaderLen)
+	n, err := io.ReadFull(r.Body, hdr)
+	consumed = append(consumed, hdr[:n]...)
+	if err != nil || wire.Type(hdr[0]) != wire.TypeHello {
+		s.h3Fallback(w, r, consumed, "not a hello")
+		return
+	}
+	size := int(hdr[1])<<8 | int(hdr[2])
+	if size > wire.MaxHandshakePayload {
+		s.h3Fallback(w, r, consumed, "hello too large")
+		return
+	}
+	payload := make([]byte, size)
+	n, err = io.ReadFull(r.Body, payload)
+	consumed = append(consumed, payload[:n]...)
+	if err != nil {
+		s.h3Fallback(w, r, consumed, "truncated hello")
+		return
+	}
+	hello, err := wire.UnmarshalHello(payload)
+	if err != nil {
+		s.h3Fallback(w, r, consumed, err.Error())
+		return
+	}
+	// A Hello that arrived as 0-RTT data could be a replay of a recorded
+	// flight. Nothing is decided before the handshake completes: a
+	// replayer cannot complete it (it lacks the client's key share), so a
+	// replay never starts a session or touches one.
+	select {
+	case <-qc.HandshakeComplete():
+	case <-time.After(s.hsTimeout):
+		s.log.Debug("quic handshake did not complete; dropping the early request", "remote", remote)
+		return
+	case <-s.ctx.Done():
+		return
+	}
+	ekm := func() ([]byte, error) {
+		st := qc.ConnectionState().TLS
+		return st.ExportKeyingMaterial(engine.JoinLabel, nil, 32)
+	}
+	ss, welcome, err := s.authenticate(ekm, hello, remote)
+	if err != nil {
+		s.h3Fallback(w, r, consumed, err.Error())
+		return
+	}
+	rc.SetReadDeadline(time.Time{})
+	w.WriteHeader(http.StatusOK)
+	str, err := w.(http3.HTTPStreamer).HTTPStream()
+	if err != nil {
+		s.log.Debug("take over the tunnel stream", "remote", remote, "err", err)
+		ss.dropPending()
+		return
+	}
+	c := quictun.NewServerConn(qc, str)
+	s.attach(ss, welcome, hello, c, wire.NewReader(c, 256<<10), remote, "quic", nil)
+}
+
+// h3Fallback serves the web site for a request that is not a tunnel; the
+// bytes read while looking for a Hello are put back in front of the body.
+func (s *Server) h3Fallback(w http.ResponseWriter, r *http.Request, consumed []byte, reason string) {
+	s.Stats.AuthFailures.Add(1)
+	s.log.Debug("not a valid client, serving the web site over HTTP/3", "remote", r.RemoteAddr, "reason", reason)
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
+	if r.Method == http.MethodConnect {
+		// A CONNECT stream has no end: a site handler must never wait for
+		// its body.
+		r.Body = http.NoBody
+	} else if len(consumed) > 0 {
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(consumed), r.Body), r.Body}
+	}
+	if h, ok := s.fallback.(interface{ Handler() http.Handler }); ok {
+		h.Handler().ServeHTTP(w, r)
+		return
+	}
+	http.NotFound(w, r)
+}

@@ -1,0 +1,209 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/transport/quictun"
+	"github.com/mirage-vpn/mirage/core/transport/tlsx"
+	"github.com/mirage-vpn/mirage/core/tundev/tundevtest"
+	"github.com/mirage-vpn/mirage/core/wire"
+)
+
+// quicDialer dials the QUIC transport with a shared ticket cache.
+type quicDialer struct {
+	addr  string
+	cache tls.ClientSessionCache
+}
+
+func (d quicDialer) Protocol() string { return "quic" }
+func (d quicDialer) Dial(ctx context.Context) (engine.Conn, error) {
+	c, err := quictun.Dial(ctx, d.addr, quictun.ClientOptions{
+		TLS: tlsx.ClientOptions{ServerName: "localhost", Insecure: true}, SessionCache: d.cache,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// site is a fallback web site with an HTTP handler.
+type site struct{ fakeSite }
+
+func (site) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect { // as the built-in static site does
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+		w.Header().Set("Server", "nginx")
+		io.WriteString(w, "<html><body>welcome "+r.Method+" "+r.URL.Path+" body="+string(body)+"</body></html>")
+	})
+}
+
+// quicRig is a server serving QUIC on a loopback UDP socket.
+func quicRig(t *testing.T) (*rig, string) {
+	t.Helper()
+	r := newRigWith(t, "127.0.0.1:0", nil, func(o *Options) { o.Fallback = site{} })
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go r.srv.ServeQUIC([]net.PacketConn{pc})
+	return r, pc.LocalAddr().String()
+}
+
+func quicSession(t *testing.T, d quicDialer, user, pw string) (*engine.Session, *tundevtest.ChannelTUN) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sess, err := engine.DialSession(ctx, engine.SessionParams{Dialers: []engine.Dialer{d}, Username: user, Password: pw})
+	if err != nil {
+		t.Fatalf("quic session: %v", err)
+	}
+	tun := tundevtest.New(quictun.TunnelMTU)
+	sess.Start(tun)
+	tn := engine.NewTunnel(tun, nil)
+	tn.Attach(sess)
+	go tn.Run()
+	t.Cleanup(func() { sess.Close(); tun.Close() })
+	return sess, tun
+}
+
+// Packets both ways over QUIC: small ones as datagrams, one bigger than a
+// datagram over the stream; a second connection resumes with 0-RTT.
+func TestQUICTunnel(t *testing.T) {
+	r, addr := quicRig(t)
+	d := quicDialer{addr: addr, cache: tls.NewLRUClientSessionCache(4)}
+	sess, ctun := quicSession(t, d, "alice", "alice-pw")
+	if sess.Protocol != "quic" || sess.ZeroRTT {
+		t.Fatalf("first session: protocol %q zero-rtt %v", sess.Protocol, sess.ZeroRTT)
+	}
+	v4 := sess.Welcome.ClientAddrs[0].Addr()
+	for i := range 50 {
+		up := tundevtest.UDP(v4, internet4, bytes.Repeat([]byte{byte(i)}, 100+i*20))
+		ctun.Inbound <- up
+		expect(t, r.tun.Outbound, up)
+	}
+	big := tundevtest.UDP(v4, internet4, bytes.Repeat([]byte{7}, 3000)) // > any datagram: the stream
+	ctun.Inbound <- big
+	expect(t, r.tun.Outbound, big)
+	down := tundevtest.UDP(internet4, v4, []byte("down via datagram"))
+	r.tun.Inbound <- down
+	expect(t, ctun.Outbound, down)
+	downBig := tundevtest.UDP(internet4, v4, bytes.Repeat([]byte{9}, 4000))
+	r.tun.Inbound <- downBig
+	expect(t, ctun.Outbound, downBig)
+
+	// Reconnect with the ticket: 0-RTT, same user gets a working session.
+	sess.Close()
+	sess2, ctun2 := quicSession(t, d, "alice", "alice-pw")
+	if !sess2.ZeroRTT {
+		t.Fatal("second connection did not use 0-RTT")
+	}
+	v4b := sess2.Welcome.ClientAddrs[0].Addr()
+	up := tundevtest.UDP(v4b, internet4, []byte("after 0-rtt"))
+	ctun2.Inbound <- up
+	expect(t, r.tun.Outbound, up)
+}
+
+// Wrong credentials are refused like a web site would; a plain HTTP/3
+// client gets the web page, with its request body intact.
+func TestQUICFallback(t *testing.T) {
+	_, addr := quicRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := engine.DialSession(ctx, engine.SessionParams{
+		Dialers: []engine.Dialer{quicDialer{addr: addr}}, Username: "alice", Password: "wrong",
+	})
+	if !errors.Is(err, engine.ErrRejected) {
+		t.Fatalf("wrong password: %v", err)
+	}
+
+	tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"}}
+	defer tr.Close()
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for _, c := range []struct{ method, body string }{{"GET", ""}, {"POST", "hello=1"}, {"POST", string(wire.AppendFrame(nil, wire.TypeHello, []byte{1, 2, 3}))}} {
+		req, _ := http.NewRequest(c.method, "https://"+addr+"/index.html", strings.NewReader(c.body))
+		rsp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.method, err)
+		}
+		b, _ := io.ReadAll(rsp.Body)
+		rsp.Body.Close()
+		want := "welcome " + c.method + " /index.html body=" + c.body
+		if rsp.StatusCode != 200 || !strings.Contains(string(b), want) || rsp.Proto != "HTTP/3.0" {
+			t.Fatalf("%s: %d %s %q (want %q)", c.method, rsp.StatusCode, rsp.Proto, b, want)
+		}
+	}
+}
+
+// A replayed 0-RTT flight cannot start a session: the server decides
+// only after the handshake completes. Simulated with a client that sends
+// its Hello in 0-RTT and then never completes the handshake (its packets
+// after the first flight are dropped).
+func TestQUICEarlyHelloWaitsForHandshake(t *testing.T) {
+	r, addr := quicRig(t)
+	cache := tls.NewLRUClientSessionCache(4)
+	quicSession(t, quicDialer{addr: addr, cache: cache}, "alice", "alice-pw")
+	before := r.srv.SessionCount()
+
+	// Second client: same ticket, but a socket that drops everything after
+	// the first datagrams, so the handshake never completes.
+	raddr, _ := net.ResolveUDPAddr("udp", addr)
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	lossy := &firstFlightOnly{PacketConn: pc, allow: 3}
+	tr := &quic.Transport{Conn: lossy}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	qc, err := tr.DialEarly(ctx, raddr, &tls.Config{InsecureSkipVerify: true, ServerName: "localhost", NextProtos: []string{"h3"}, ClientSessionCache: cache},
+		&quic.Config{EnableDatagrams: true})
+	if err == nil {
+		cc := (&http3.Transport{EnableDatagrams: true}).NewClientConn(qc)
+		if rs, err := cc.OpenRequestStream(ctx); err == nil {
+			req, _ := http.NewRequest("CONNECT", "https://localhost"+quictun.RequestPath, nil)
+			req.Proto = quictun.ConnectProtocol
+			if rs.SendRequestHeader(req) == nil {
+				h, _ := (&wire.Hello{Username: "alice", Password: "alice-pw", MaxFrame: wire.MaxPayload}).Marshal()
+				rs.Write(wire.AppendFrame(nil, wire.TypeHello, h))
+			}
+		}
+	}
+	time.Sleep(2500 * time.Millisecond) // the server's handshake timeout is 2 s
+	if n := r.srv.SessionCount(); n != before {
+		t.Fatalf("an early Hello without a completed handshake changed the sessions: %d -> %d", before, n)
+	}
+}
+
+// firstFlightOnly passes the first allow writes and drops the rest.
+type firstFlightOnly struct {
+	net.PacketConn
+	allow int
+}
+
+func (c *firstFlightOnly) WriteTo(b []byte, a net.Addr) (int, error) {
+	if c.allow <= 0 {
+		return len(b), nil
+	}
+	c.allow--
+	return c.PacketConn.WriteTo(b, a)
+}
