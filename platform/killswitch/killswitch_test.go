@@ -166,8 +166,9 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestUnsupportedOS(t *testing.T) {
-	if runtime.GOOS == "linux" {
-		t.Skip("linux is supported")
+	switch runtime.GOOS {
+	case "linux", "windows", "darwin", "freebsd":
+		t.Skip(runtime.GOOS + " has a kill switch")
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	err := Enable(log, Config{TunInterface: "mtun0", Servers: []netip.AddrPort{srv}})

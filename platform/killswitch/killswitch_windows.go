@@ -1,23 +1,124 @@
 package killswitch
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+
+	"golang.zx2c4.com/wireguard/windows/tunnel/winipcfg"
 )
 
-var errUnsupported = fmt.Errorf("killswitch: not supported on this OS yet: %w", errors.ErrUnsupported)
-
-// Enable is not available on this OS.
+// Enable installs (or replaces, in one WFP transaction) the kill switch
+// filters. They are persistent: they stay after the process exits and
+// across reboots, until Disable.
 func Enable(log *slog.Logger, cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	return errUnsupported
+	var lans []netip.Prefix
+	if cfg.AllowLAN {
+		var err error
+		if lans, err = wfpLANPrefixes(log, cfg.TunInterface); err != nil {
+			return fmt.Errorf("killswitch: list local subnets: %w", err)
+		}
+	}
+	luid, err := wfpTunLUID(cfg.TunInterface)
+	if err != nil {
+		log.Info("kill switch: tunnel interface not there yet; nothing permitted on it", "interface", cfg.TunInterface, "err", err)
+	}
+	fs, err := wfpFilters(cfg, lans, luid)
+	if err != nil {
+		return err
+	}
+	e, err := openEngine()
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	if err := wfpInstall(e, fs); err != nil {
+		return fmt.Errorf("killswitch: install WFP filters: %w", err)
+	}
+	log.Info("kill switch enabled", "filters", wfpRender(fs))
+	return nil
 }
 
-// Disable is not available on this OS.
-func Disable(log *slog.Logger) error { return errUnsupported }
+// Disable removes mirage's filters, sublayer and provider; nothing
+// installed is not an error.
+func Disable(log *slog.Logger) error {
+	e, err := openEngine()
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	if err := wfpRemove(e); err != nil {
+		return fmt.Errorf("killswitch: remove WFP filters: %w", err)
+	}
+	log.Info("kill switch disabled")
+	return nil
+}
 
-// Active is not available on this OS.
-func Active() (bool, error) { return false, errUnsupported }
+// Active reports whether the kill switch filters are installed.
+func Active() (bool, error) {
+	e, err := openEngine()
+	if err != nil {
+		return false, err
+	}
+	defer e.close()
+	return wfpActive(e)
+}
+
+// wfpTunLUID is the LUID of the interface with that name (alias).
+func wfpTunLUID(name string) (uint64, error) {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0, err
+	}
+	luid, err := winipcfg.LUIDFromIndex(uint32(ifc.Index))
+	if err != nil {
+		return 0, fmt.Errorf("LUID of %s: %w", name, err)
+	}
+	return uint64(luid), nil
+}
+
+// wfpLANPrefixes are the connected subnets of every interface except
+// loopback and the tunnel, skipping implausibly wide ones (shorter than /8,
+// or /16 for IPv6) so a misconfigured interface cannot open everything.
+func wfpLANPrefixes(log *slog.Logger, tun string) ([]netip.Prefix, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, ifc := range ifs {
+		if ifc.Name == tun || ifc.Flags&net.FlagLoopback != 0 || ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", ifc.Name, err)
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			ones, _ := ipn.Mask.Size()
+			p := netip.PrefixFrom(ip, ones).Masked()
+			if !p.IsValid() || (ip.Is4() && ones < 8) || (ip.Is6() && ones < 16) {
+				log.Warn("kill switch: not allowing implausibly wide local subnet", "interface", ifc.Name, "subnet", a.String())
+				continue
+			}
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
