@@ -3,21 +3,97 @@
 package nat
 
 import (
-	"errors"
+	"bytes"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
 )
 
-// Rules is the installed NAT; never returned on this OS.
-type Rules struct{}
+// Rules is the installed NAT (a pf anchor, forwarding sysctls, pf enabled).
+// Close removes it and restores the sysctls.
+type Rules struct{ n *pfNAT }
 
-// Setup is not available on this OS.
-func Setup(log *slog.Logger, cfg Config) (*Rules, error) {
-	return nil, fmt.Errorf("nat: not supported on this OS yet: %w", errors.ErrUnsupported)
+// execPFNAT is the real pfNATSys.
+type execPFNAT struct{}
+
+func (execPFNAT) run(stdin, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
 }
 
-// Close does nothing.
-func (r *Rules) Close() error { return nil }
+func (execPFNAT) readFile(path string) ([]byte, error) { return os.ReadFile(path) }
 
-// CleanupLeftovers has nothing to clean on this OS.
-func CleanupLeftovers(log *slog.Logger) error { return nil }
+func (execPFNAT) writeFile(path string, data []byte, mode fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+func (execPFNAT) removeFile(path string) error { return os.Remove(path) }
+
+func thisNAT() pfNATFlavor {
+	if runtime.GOOS == "darwin" {
+		return natDarwin
+	}
+	return natFreeBSD
+}
+
+// Setup installs NAT for cfg in mirage's pf anchor (macOS:
+// com.apple/mirage.nat, FreeBSD: mirage/nat), replacing a leftover of a
+// crashed run, enables IP forwarding and pf. Without an egress interface
+// the default route's interface is used.
+func Setup(log *slog.Logger, cfg Config) (*Rules, error) {
+	n, err := pfNATSetup(log, execPFNAT{}, thisNAT(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Rules{n: n}, nil
+}
+
+// Close flushes the anchor, restores the forwarding sysctls and releases pf.
+func (r *Rules) Close() error {
+	if r == nil || r.n == nil {
+		return nil
+	}
+	return r.n.close()
+}
+
+// CleanupLeftovers undoes the NAT of a crashed run (anchor, sysctls, pf
+// enable) from its state file. Having none is not an error.
+func CleanupLeftovers(log *slog.Logger) error {
+	return pfNATCleanup(log, execPFNAT{}, thisNAT())
+}
