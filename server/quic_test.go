@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -67,7 +68,7 @@ func quicRig(t *testing.T) (*rig, string) {
 	return r, pc.LocalAddr().String()
 }
 
-func quicSession(t *testing.T, d quicDialer, user, pw string) (*engine.Session, *tundevtest.ChannelTUN) {
+func quicSession(t *testing.T, d engine.Dialer, user, pw string) (*engine.Session, *tundevtest.ChannelTUN) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -170,7 +171,7 @@ func TestQUICEarlyHelloWaitsForHandshake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	lossy := &firstFlightOnly{PacketConn: pc, allow: 3}
+	lossy := &firstFlightOnly{PacketConn: pc}
 	tr := &quic.Transport{Conn: lossy}
 	defer tr.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -194,16 +195,81 @@ func TestQUICEarlyHelloWaitsForHandshake(t *testing.T) {
 	}
 }
 
-// firstFlightOnly passes the first allow writes and drops the rest.
+// firstFlightOnly passes what the client sends before it hears from the
+// server (its first flight, with the 0-RTT data) and drops everything
+// after, like a replayer that cannot finish the handshake.
 type firstFlightOnly struct {
 	net.PacketConn
-	allow int
+	heard atomic.Bool
+}
+
+func (c *firstFlightOnly) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := c.PacketConn.ReadFrom(b)
+	if err == nil {
+		c.heard.Store(true)
+	}
+	return n, a, err
 }
 
 func (c *firstFlightOnly) WriteTo(b []byte, a net.Addr) (int, error) {
-	if c.allow <= 0 {
+	if c.heard.Load() {
 		return len(b), nil
 	}
-	c.allow--
 	return c.PacketConn.WriteTo(b, a)
+}
+
+// linkCount is the number of connections of the only session.
+func linkCount(s *Server) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		return len(ss.linkList())
+	}
+	return -1
+}
+
+// Hop moves a session to new connections (new UDP source port each time)
+// make-before-break: packets keep flowing both ways, the session, its
+// addresses and its single server-side link survive; over TCP too.
+func TestHop(t *testing.T) {
+	r, addr := quicRig(t)
+	for _, tc := range []struct {
+		name string
+		d    engine.Dialer
+	}{{"quic", quicDialer{addr: addr, cache: tls.NewLRUClientSessionCache(4)}}, {"tcp-tls", testDialer{r.addr}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sess, ctun := quicSession(t, tc.d, "alice", "alice-pw")
+			v4 := sess.Welcome.ClientAddrs[0].Addr()
+			seen := map[string]bool{}
+			for i := range 5 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := sess.Hop(ctx, tc.d, 2*time.Second)
+				cancel()
+				if err != nil {
+					t.Fatalf("hop %d: %v", i, err)
+				}
+				seen[sess.LocalAddrs()[0]] = true
+				up := tundevtest.UDP(v4, internet4, []byte{byte(i), 'u'})
+				ctun.Inbound <- up
+				expect(t, r.tun.Outbound, up)
+				down := tundevtest.UDP(internet4, v4, []byte{byte(i), 'd'})
+				r.tun.Inbound <- down
+				expect(t, ctun.Outbound, down)
+				deadline := time.Now().Add(3 * time.Second)
+				for linkCount(r.srv) != 1 && time.Now().Before(deadline) {
+					time.Sleep(20 * time.Millisecond)
+				}
+				if n := linkCount(r.srv); n != 1 {
+					t.Fatalf("after hop %d the server has %d links, want 1 (old one retired)", i, n)
+				}
+			}
+			if sess.Err() != nil {
+				t.Fatalf("session ended: %v", sess.Err())
+			}
+			if len(seen) != 5 {
+				t.Fatalf("%d distinct local addresses over 5 hops: %v", len(seen), seen)
+			}
+			sess.Close()
+		})
+	}
 }

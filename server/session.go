@@ -76,6 +76,12 @@ func (ss *session) welcome(s *Server) *wire.Welcome {
 		MTU: uint16(s.cfg.MTU), DNS: s.dns, Routes: s.routes,
 		Keepalive: uint16(s.keepalive / time.Second), MaxFrame: wire.MaxPayload,
 	}
+	if s.cfg.QUIC.Enabled {
+		lo, hi := s.cfg.QUICPorts()
+		if lo > 0 && lo <= hi && hi <= 65535 {
+			w.QUICPorts = [2]uint16{uint16(lo), uint16(hi)}
+		}
+	}
 	for _, a := range ss.addrs {
 		bits := s.clientBits4
 		if a.Is6() {
@@ -244,8 +250,10 @@ func (ss *session) shutdown(code byte, msg string) {
 // serveLink reads frames from one connection until it fails.
 func (ss *session) serveLink(l *slink, r *wire.Reader) {
 	c := l.c
-	defer ss.removeLink(l)
+	// The link leaves the session before its connection closes, so the
+	// writer never picks a closed link (a hop's old connection).
 	defer c.Close()
+	defer ss.removeLink(l)
 
 	s := ss.srv
 	dev := s.dev

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -305,6 +306,13 @@ func Run(ctx context.Context, o Options) (err error) {
 			params.Request = append(params.Request, p.Addr())
 		}
 		log.Info("connected", "transport", sess.Protocol, "server", target, "addrs", w.ClientAddrs, "zero_rtt", sess.ZeroRTT)
+		if hop := time.Duration(cfg.Connection.PortHoppingIntervalS) * time.Second; hop > 0 && sess.Protocol == config.ProtoQUIC && w.QUICPorts[0] != 0 {
+			if qo, err := quicOptions(cfg, log, o.DialControl); err == nil {
+				go hopPorts(ctx, sess, target.Addr(), int(target.Port()), hop, qo, time.Duration(cfg.Connection.ConnectTimeoutS)*time.Second, log)
+			}
+		} else if hop > 0 && sess.Protocol == config.ProtoQUIC {
+			log.Warn("port hopping is on but the server advertises no QUIC ports; not hopping")
+		}
 		emit(Event{State: Connected, Welcome: w, Protocol: sess.Protocol, Server: target.String(), ZeroRTT: sess.ZeroRTT})
 
 		select {
@@ -468,31 +476,11 @@ func dialersWith(cfg *config.Client, target netip.AddrPort, log *slog.Logger, co
 				return conn(tlsx.Dial(ctx, addr, o))
 			}})
 		case config.ProtoQUIC:
-			pin, ok, err := cfg.Pin()
+			o, err := quicOptions(cfg, log, control)
 			if err != nil {
 				return nil, err
 			}
-			o := quictun.ClientOptions{
-				TLS: tlsx.ClientOptions{
-					ServerName: cfg.TLSServerName(), CAFile: cfg.ResolvePath(cfg.TLS.CAFile),
-					Insecure: cfg.TLS.Insecure, Logger: log,
-				},
-				SessionCache: sessionCache(cfg),
-				Control:      control,
-			}
-			if cfg.TLS.CAFile == "" {
-				o.TLS.CAFile = ""
-			}
-			if ok {
-				o.TLS.PinnedSHA256 = pin[:]
-			}
-			ds = append(ds, &dialer{proto: p, timeout: timeout, dial: func(ctx context.Context) (engine.Conn, error) {
-				c, err := quictun.Dial(ctx, addr, o)
-				if err != nil {
-					return nil, err
-				}
-				return c, nil
-			}})
+			ds = append(ds, quicDialer(addr, o, timeout))
 		case config.ProtoReality:
 			pub, err := cfg.RealityPublicKey()
 			if err != nil {
@@ -516,6 +504,80 @@ func dialersWith(cfg *config.Client, target netip.AddrPort, log *slog.Logger, co
 		}
 	}
 	return ds, nil
+}
+
+// quicOptions are the profile's QUIC dial options.
+func quicOptions(cfg *config.Client, log *slog.Logger, control func(network, address string, c syscall.RawConn) error) (quictun.ClientOptions, error) {
+	pin, ok, err := cfg.Pin()
+	if err != nil {
+		return quictun.ClientOptions{}, err
+	}
+	o := quictun.ClientOptions{
+		TLS: tlsx.ClientOptions{
+			ServerName: cfg.TLSServerName(), Insecure: cfg.TLS.Insecure, Logger: log,
+		},
+		SessionCache: sessionCache(cfg),
+		Control:      control,
+	}
+	if cfg.TLS.CAFile != "" {
+		o.TLS.CAFile = cfg.ResolvePath(cfg.TLS.CAFile)
+	}
+	if ok {
+		o.TLS.PinnedSHA256 = pin[:]
+	}
+	return o, nil
+}
+
+// quicDialer dials the QUIC transport to addr.
+func quicDialer(addr string, o quictun.ClientOptions, timeout time.Duration) *dialer {
+	return &dialer{proto: config.ProtoQUIC, timeout: timeout, dial: func(ctx context.Context) (engine.Conn, error) {
+		c, err := quictun.Dial(ctx, addr, o)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}}
+}
+
+// hopDrain is how long a connection hopped away from may still deliver.
+const hopDrain = 2 * time.Second
+
+// hopPorts moves a QUIC session to a new UDP source port and a new server
+// port from the advertised range every interval (±20 %), make-before-break
+// (engine.Session.Hop), until the session or ctx ends. A failed hop keeps
+// the current connection and tries again at the next interval.
+func hopPorts(ctx context.Context, sess *engine.Session, server netip.Addr, port int, interval time.Duration, o quictun.ClientOptions, timeout time.Duration, log *slog.Logger) {
+	lo, hi := int(sess.Welcome.QUICPorts[0]), int(sess.Welcome.QUICPorts[1])
+	cur := port
+	for {
+		d := interval + time.Duration(mrand.Int64N(int64(interval)*2/5+1)) - interval/5
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-sess.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		next := lo + mrand.IntN(hi-lo+1)
+		if hi > lo {
+			for next == cur {
+				next = lo + mrand.IntN(hi-lo+1)
+			}
+		}
+		addr := netip.AddrPortFrom(server, uint16(next)).String()
+		hctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+		err := sess.Hop(hctx, quicDialer(addr, o, timeout), hopDrain)
+		cancel()
+		if err != nil {
+			log.Warn("port hop failed; staying on the current connection", "server_port", next, "err", err)
+			continue
+		}
+		cur = next
+		log.Info("port hopped", "server", addr, "local", strings.Join(sess.LocalAddrs(), ","))
+	}
 }
 
 // sessionCaches keep QUIC session tickets per profile for the life of the

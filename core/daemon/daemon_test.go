@@ -387,6 +387,9 @@ func TestSwitchProfile(t *testing.T) {
 func TestConnectErrors(t *testing.T) {
 	f := newFakeRun()
 	d := newDaemon(t, f)
+	// A build without QUIC: a profile that needs it is an invalid config.
+	client.Implemented[config.ProtoQUIC] = false
+	t.Cleanup(func() { client.Implemented[config.ProtoQUIC] = true })
 	importProfile(t, d, "quic only", strings.Replace(profileTOML, `["tcp-tls"]`, `["quic"]`, 1))
 	for _, tc := range []struct{ name, code string }{
 		{"nope", api.CodeNotFound},

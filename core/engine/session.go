@@ -57,7 +57,12 @@ type Session struct {
 	// ZeroRTT is true when the transport resumed with 0-RTT (QUIC).
 	ZeroRTT bool
 
-	links     []*link
+	// links is copy-on-write: the sender and the keepalive read it without
+	// a lock; Hop replaces it under mu.
+	links     atomic.Pointer[[]*link]
+	mu        sync.Mutex
+	dev       tundev.Device // set by Start
+	params    SessionParams
 	log       *slog.Logger
 	stats     *Stats
 	keepalive time.Duration
@@ -75,6 +80,10 @@ type link struct {
 	wmu sync.Mutex
 	// out is the batch being assembled by the single sending goroutine.
 	out []byte
+	// retired is set before a link is closed on purpose (a hop): its end
+	// does not end the session.
+	retired atomic.Bool
+	done    chan struct{} // closed when its receiver returns
 }
 
 func (l *link) write(b []byte) error {
@@ -128,8 +137,9 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 		}
 		s := &Session{
 			Welcome: w, Protocol: d.Protocol(), log: log, stats: st,
-			links: []*link{{c: c, r: r}}, done: make(chan struct{}),
+			params: p, done: make(chan struct{}),
 		}
+		s.setLinks([]*link{newLink(c, r)})
 		if z, ok := c.(interface{ Used0RTT() bool }); ok {
 			s.ZeroRTT = z.Used0RTT()
 		}
@@ -146,7 +156,7 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 				s.Close()
 				return nil, fmt.Errorf("join connection %d: %w", i+1, err)
 			}
-			s.links = append(s.links, l)
+			s.setLinks(append(s.linkList(), l))
 		}
 		return s, nil
 	}
@@ -178,7 +188,78 @@ func (s *Session) join(ctx context.Context, d Dialer, p SessionParams) (*link, e
 		c.Close()
 		return nil, errors.New("server answered the join with another session")
 	}
-	return &link{c: c, r: r}, nil
+	return newLink(c, r), nil
+}
+
+func newLink(c Conn, r *wire.Reader) *link { return &link{c: c, r: r, done: make(chan struct{})} }
+
+func (s *Session) linkList() []*link {
+	if p := s.links.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (s *Session) setLinks(ls []*link) { s.links.Store(&ls) }
+
+// Hop moves the session to a new connection from d, make-before-break: the
+// new connection joins the session (proof bound to it), starts carrying
+// traffic, and only then is the oldest one retired — told with a CLOSE
+// frame, given up to drain to finish, then closed. Addresses, the TUN and
+// inner connections are untouched. It is used for QUIC port hopping and
+// connection rotation. Only after Start.
+func (s *Session) Hop(ctx context.Context, d Dialer, drain time.Duration) error {
+	select {
+	case <-s.done:
+		return errors.New("session ended")
+	default:
+	}
+	l, err := s.join(ctx, d, s.params)
+	if err != nil {
+		return fmt.Errorf("hop: %w", err)
+	}
+	s.mu.Lock()
+	select {
+	case <-s.done:
+		s.mu.Unlock()
+		l.c.Close()
+		return errors.New("session ended")
+	default:
+	}
+	old := s.linkList()
+	var victim *link
+	rest := make([]*link, 0, len(old))
+	for i, x := range old {
+		if i == 0 {
+			victim = x
+			continue
+		}
+		rest = append(rest, x)
+	}
+	s.setLinks(append(rest, l))
+	go s.receive(l, s.dev)
+	s.mu.Unlock()
+	if victim != nil {
+		victim.retired.Store(true)
+		victim.c.SetWriteDeadline(time.Now().Add(time.Second))
+		victim.write(wire.AppendClose(nil, wire.CloseNormal, "moved"))
+		select {
+		case <-victim.done: // the server closed it after the CLOSE
+		case <-time.After(drain):
+		case <-s.done:
+		}
+		victim.c.Close()
+	}
+	return nil
+}
+
+// LocalAddrs lists the local addresses of the session's connections.
+func (s *Session) LocalAddrs() []string {
+	var out []string
+	for _, l := range s.linkList() {
+		out = append(out, l.c.LocalAddr().String())
+	}
+	return out
 }
 
 // Stats returns the session's counters.
@@ -203,8 +284,11 @@ func (s *Session) Err() error {
 func (s *Session) fail(err error) {
 	s.errOnce.Do(func() {
 		s.err = err
+		s.mu.Lock()
 		close(s.done)
-		for _, l := range s.links {
+		ls := s.linkList()
+		s.mu.Unlock()
+		for _, l := range ls {
 			l.c.Close()
 		}
 	})
@@ -212,7 +296,7 @@ func (s *Session) fail(err error) {
 
 // Close ends the session, telling the server.
 func (s *Session) Close() error {
-	for _, l := range s.links {
+	for _, l := range s.linkList() {
 		l.c.SetWriteDeadline(time.Now().Add(time.Second))
 		l.write(wire.AppendClose(nil, wire.CloseNormal, ""))
 	}
@@ -222,9 +306,12 @@ func (s *Session) Close() error {
 
 // Start runs the receivers (connections -> dev) and the keepalive.
 func (s *Session) Start(dev tundev.Device) {
-	for _, l := range s.links {
+	s.mu.Lock()
+	s.dev = dev
+	for _, l := range s.linkList() {
 		go s.receive(l, dev)
 	}
+	s.mu.Unlock()
 	go s.keepaliveLoop()
 }
 
@@ -239,9 +326,12 @@ func (s *Session) keepaliveLoop() {
 			var p [8]byte
 			binary.BigEndian.PutUint64(p[:], uint64(time.Now().UnixNano()))
 			f := wire.AppendFrame(nil, wire.TypePing, p[:])
-			for _, l := range s.links {
+			for _, l := range s.linkList() {
 				l.c.SetWriteDeadline(time.Now().Add(2 * s.keepalive))
 				if err := l.write(f); err != nil {
+					if l.retired.Load() {
+						continue
+					}
 					s.fail(fmt.Errorf("keepalive: %w", err))
 					return
 				}
@@ -254,6 +344,7 @@ func (s *Session) keepaliveLoop() {
 // receive reads frames from one connection and writes DATA packets to dev in
 // batches: a batch is flushed when no further complete frame is buffered.
 func (s *Session) receive(l *link, dev tundev.Device) {
+	defer close(l.done)
 	b := NewBatch(dev.BatchSize())
 	dead := 3 * s.keepalive
 	lastDeadline := time.Now()
@@ -262,6 +353,12 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 	for {
 		f, err := l.r.Next()
 		if err != nil {
+			if b.Len() > 0 {
+				b.Flush(dev)
+			}
+			if l.retired.Load() {
+				return // hopped away from
+			}
 			s.fail(fmt.Errorf("connection lost: %w", err))
 			return
 		}
@@ -275,7 +372,9 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 		case wire.TypePing:
 			if len(f.Payload) <= 64 {
 				if err := l.write(wire.AppendFrame(nil, wire.TypePong, f.Payload)); err != nil {
-					s.fail(err)
+					if !l.retired.Load() {
+						s.fail(err)
+					}
 					return
 				}
 			}
@@ -288,6 +387,9 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 				}
 			}
 		case wire.TypeClose:
+			if l.retired.Load() {
+				return
+			}
 			code, msg := wire.ParseClose(f.Payload)
 			s.fail(fmt.Errorf("server closed the session (code %d) %s", code, msg))
 			return
@@ -320,20 +422,21 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 		return
 	default:
 	}
-	nl := len(s.links)
+	links := s.linkList()
+	nl := len(links)
 	var txBytes uint64
 	for i := 0; i < n; i++ {
 		p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
-		l := s.links[0]
+		l := links[0]
 		if nl > 1 {
-			l = s.links[FlowHash(p)%uint32(nl)]
+			l = links[FlowHash(p)%uint32(nl)]
 		}
 		l.out = wire.AppendFrame(l.out, wire.TypeData, p)
 		txBytes += uint64(len(p))
 	}
 	s.stats.TxPackets.Add(uint64(n))
 	s.stats.TxBytes.Add(txBytes)
-	for _, l := range s.links {
+	for _, l := range links {
 		if len(l.out) == 0 {
 			continue
 		}
@@ -344,6 +447,9 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 			l.out = l.out[:0]
 		}
 		if err != nil {
+			if l.retired.Load() {
+				continue // hopped away from meanwhile; the packets are lost like on a dropped path
+			}
 			s.fail(fmt.Errorf("connection lost: %w", err))
 			return
 		}

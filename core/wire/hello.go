@@ -36,6 +36,7 @@ const (
 	welcomeKeepalive  = 8
 	welcomeTicket     = 9
 	welcomeMaxFrame   = 10
+	welcomeQUICPorts  = 11
 )
 
 // Limits enforced by the decoders.
@@ -87,6 +88,9 @@ type Welcome struct {
 	Keepalive   uint16 // seconds
 	Ticket      []byte
 	MaxFrame    uint16
+	// QUICPorts is the server's UDP port range for QUIC port hopping,
+	// first and last (zero: none advertised).
+	QUICPorts [2]uint16
 }
 
 func appendTLV(b []byte, tag byte, v []byte) []byte {
@@ -322,6 +326,12 @@ func (w *Welcome) Marshal() ([]byte, error) {
 	if w.MaxFrame != 0 {
 		b = appendU16(b, welcomeMaxFrame, w.MaxFrame)
 	}
+	if w.QUICPorts != [2]uint16{} {
+		if w.QUICPorts[0] == 0 || w.QUICPorts[0] > w.QUICPorts[1] {
+			return nil, fmt.Errorf("wire: welcome: bad QUIC port range %d-%d", w.QUICPorts[0], w.QUICPorts[1])
+		}
+		b = appendTLV(b, welcomeQUICPorts, []byte{byte(w.QUICPorts[0] >> 8), byte(w.QUICPorts[0]), byte(w.QUICPorts[1] >> 8), byte(w.QUICPorts[1])})
+	}
 	if len(b) > MaxHandshakePayload {
 		return nil, errors.New("wire: welcome too large")
 	}
@@ -397,6 +407,15 @@ func UnmarshalWelcome(p []byte) (*Welcome, error) {
 				return errors.New("ticket too long")
 			}
 			w.Ticket = append([]byte(nil), v...)
+		case welcomeQUICPorts:
+			if len(v) != 4 {
+				return errors.New("quic ports: want 4 bytes")
+			}
+			lo, hi := binary.BigEndian.Uint16(v), binary.BigEndian.Uint16(v[2:])
+			if lo == 0 || lo > hi {
+				return fmt.Errorf("quic ports: bad range %d-%d", lo, hi)
+			}
+			w.QUICPorts = [2]uint16{lo, hi}
 		case welcomeMaxFrame:
 			if len(v) != 2 {
 				return errors.New("max frame: want 2 bytes")

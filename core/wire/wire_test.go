@@ -28,6 +28,7 @@ func sampleWelcome() *Welcome {
 		DNS:         []netip.Addr{netip.MustParseAddr("192.0.2.53")},
 		Routes:      []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
 		Keepalive:   25, Ticket: []byte("ticket"), MaxFrame: 65535,
+		QUICPorts: [2]uint16{443, 20100},
 	}
 }
 
@@ -95,6 +96,17 @@ func TestWelcomeErrors(t *testing.T) {
 	}
 	if _, err := UnmarshalWelcome([]byte{Version}); err == nil {
 		t.Error("empty welcome accepted")
+	}
+	for _, ports := range [][]byte{{0, 0, 0, 5}, {0, 9, 0, 5}, {0, 5, 0}} {
+		bad := append(append([]byte{}, good...), welcomeQUICPorts, 0, byte(len(ports)))
+		if _, err := UnmarshalWelcome(append(bad, ports...)); err == nil {
+			t.Errorf("quic ports %v accepted", ports)
+		}
+	}
+	w := sampleWelcome()
+	w.QUICPorts = [2]uint16{9, 5}
+	if _, err := w.Marshal(); err == nil {
+		t.Error("reversed quic port range marshalled")
 	}
 }
 

@@ -22,6 +22,7 @@ package quictun
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
 	"io"
@@ -388,10 +389,19 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline bounds stream writes (datagrams never block long).
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.str.SetWriteDeadline(t) }
 
-// ExportKeyingMaterial is the TLS exporter of the QUIC handshake.
-func (c *Conn) ExportKeyingMaterial(label string, context []byte, length int) ([]byte, error) {
+// ExportKeyingMaterial is the TLS exporter of the QUIC handshake. It waits
+// for the handshake to complete (a 0-RTT connection has no exporter
+// before), so a session join is never sent as early data.
+func (c *Conn) ExportKeyingMaterial(label string, ctxData []byte, length int) ([]byte, error) {
+	select {
+	case <-c.qc.HandshakeComplete():
+	case <-c.qc.Context().Done():
+		return nil, fmt.Errorf("quic handshake: %w", context.Cause(c.qc.Context()))
+	case <-c.closed:
+		return nil, net.ErrClosed
+	}
 	st := c.qc.ConnectionState().TLS
-	return st.ExportKeyingMaterial(label, context, length)
+	return st.ExportKeyingMaterial(label, ctxData, length)
 }
 
 // Used0RTT reports whether the connection was resumed with 0-RTT data (the
