@@ -17,7 +17,7 @@ var knownProtocols = []string{ProtoReality, ProtoTCPTLS, ProtoQUIC}
 // parallel_connections and quic_parallel_connections 1-16, mtu 0 or
 // 576-65535, connect/handshake timeouts 1-300 s, keepalive_s 0-600,
 // max_lifetime_s 0 or 30-604800, max_lifetime_jitter_s below max_lifetime_s,
-// port_hopping_interval_s 0 or 5-86400, reconnect_max_backoff_s 1-3600.
+// port_hopping_interval_s 0 or 1-86400, reconnect_max_backoff_s 1-3600.
 func (c *Client) Validate() error {
 	el := &errList{file: c.fileName()}
 
@@ -48,7 +48,7 @@ func (c *Client) Validate() error {
 	case cc.MaxLifetimeS > 0 && cc.MaxLifetimeJitterS >= cc.MaxLifetimeS:
 		el.add("connection.max_lifetime_jitter_s", "must be less than max_lifetime_s (%d) (got %d)", cc.MaxLifetimeS, cc.MaxLifetimeJitterS)
 	}
-	el.check("connection.port_hopping_interval_s", checkZeroOrRange(cc.PortHoppingIntervalS, 5, 86400))
+	el.check("connection.port_hopping_interval_s", checkZeroOrRange(cc.PortHoppingIntervalS, 1, 86400))
 	el.check("connection.reconnect_max_backoff_s", checkRange(cc.ReconnectMaxBackoffS, 1, 3600))
 
 	reality := slices.Contains(cc.EnabledProtocols, ProtoReality)

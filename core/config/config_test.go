@@ -256,7 +256,7 @@ func TestClientValidation(t *testing.T) {
 		{"jitter without lifetime", func(c *Client) { c.Connection.MaxLifetimeJitterS = 5 }, "[connection] max_lifetime_jitter_s", "needs max_lifetime_s"},
 		{"jitter too big", func(c *Client) { c.Connection.MaxLifetimeS = 60; c.Connection.MaxLifetimeJitterS = 60 }, "[connection] max_lifetime_jitter_s", "less than max_lifetime_s"},
 		{"jitter negative", func(c *Client) { c.Connection.MaxLifetimeJitterS = -1 }, "[connection] max_lifetime_jitter_s", "negative"},
-		{"port hopping", func(c *Client) { c.Connection.PortHoppingIntervalS = 2 }, "[connection] port_hopping_interval_s", "0 or between 5"},
+		{"port hopping", func(c *Client) { c.Connection.PortHoppingIntervalS = -1 }, "[connection] port_hopping_interval_s", "0 or between 1"},
 		{"backoff", func(c *Client) { c.Connection.ReconnectMaxBackoffS = 0 }, "[connection] reconnect_max_backoff_s", "between 1 and 3600"},
 		{"reality no key", func(c *Client) { withReality(c); c.Reality.PublicKey = "" }, "[reality] public_key", "required"},
 		{"reality bad key b64", func(c *Client) { withReality(c); c.Reality.PublicKey = "not base64!" }, "[reality] public_key", "base64"},
