@@ -15,7 +15,7 @@
 #
 # Environment: BENCH_REPS (3), BENCH_TIME (5, seconds per iperf3 test),
 # BENCH_MAX_SECONDS (900: no row starts that would end after this),
-# BENCH_ROWS (all: space-separated subset of raw wg tcp-tls reality).
+# BENCH_ROWS (all: space-separated subset of raw wg tcp-tls reality quic).
 # Needs root, Go (builds wireguard-go from the module proxy into a temp dir,
 # never into the repository) and installs missing Debian packages.
 # Only documentation address ranges (RFC 5737) are used.
@@ -28,7 +28,7 @@ BIN="$REPO/bin"
 REPS="${BENCH_REPS:-3}"
 T="${BENCH_TIME:-5}"
 MAX_SECONDS="${BENCH_MAX_SECONDS:-900}"
-ROWS_WANTED="${BENCH_ROWS:-raw wg tcp-tls reality}"
+ROWS_WANTED="${BENCH_ROWS:-raw wg tcp-tls reality quic}"
 WG_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
 
 ID=$$
@@ -92,7 +92,7 @@ check_root() {
 	[[ $MAX_SECONDS =~ ^[0-9]+$ ]] || die "BENCH_MAX_SECONDS must be a number, got '$MAX_SECONDS'"
 	local r
 	for r in $ROWS_WANTED; do
-		[[ $r =~ ^(raw|wg|tcp-tls|reality)$ ]] || die "BENCH_ROWS: unknown row '$r' (raw wg tcp-tls reality)"
+		[[ $r =~ ^(raw|wg|tcp-tls|reality|quic)$ ]] || die "BENCH_ROWS: unknown row '$r' (raw wg tcp-tls reality quic)"
 	done
 }
 
@@ -193,7 +193,7 @@ EOF
 
 # init_mirage generates the server config and client profile once.
 init_mirage() {
-	say "Generating the Mirage server config (reality + tcp-tls on $SRV:$MIRAGE_PORT)"
+	say "Generating the Mirage server config (reality + tcp-tls on TCP, quic on UDP $SRV:$MIRAGE_PORT)"
 	start_server
 	stop "$SERVER_PID"
 	SERVER_PID=""
@@ -347,7 +347,7 @@ plan_rows() {
 	want raw && ROWS+=("raw|raw veth|raw")
 	want wg && ROWS+=("wg|wireguard-go|wg")
 	local t
-	for t in tcp-tls reality; do
+	for t in tcp-tls reality quic; do
 		want $t || continue
 		ROWS+=("$t-off|mirage $t, obfuscation off|$t")
 		ROWS+=("$t-on|mirage $t, obfuscation on (obfuscation not implemented yet: same code path)|$t")
@@ -446,7 +446,7 @@ main() {
 	((${#ROWS[@]} > 0)) || die "no rows selected"
 	topology
 	want wg && start_wireguard
-	if want tcp-tls || want reality; then init_mirage; fi
+	if want tcp-tls || want reality || want quic; then init_mirage; fi
 	: >"$WORK/samples.jsonl"
 	DONE_REPS=0
 	run
