@@ -404,7 +404,6 @@ report() {
 		         loss_dropped: "packets dropped by the 1 % rule", loss_retrans: "inner TCP retransmits under 1 % loss",
 		         idle_loss: "% of pings lost", load_loss: "% of pings lost", idle_avg: "ms", idle_p50: "ms", idle_p99: "ms", load_p50: "ms", load_p99: "ms",
 		         cpu: "% of one core, sum of both tunnel processes"},
-		 quic: "n/a (not implemented)",
 		 rows: [$rows[] | . + {metrics: $m[.id]}],
 		 samples: $s}
 		| .rows |= map(.id as $id | .vs_wireguard_go = ({up: 0, down: 0, p4: 0, loss_up: 0} | with_entries(.value = ratio($id; "wg"; .key)))
@@ -422,7 +421,6 @@ report() {
 		"|---|---|---|---|---|---|---|---|---|",
 		(.rows[] | .metrics as $x |
 		"| \(.label) | \($x.up | cell) | \($x.down | cell) | \($x.p4 | cell) | \($x.idle_avg | cell) / \($x.idle_p50 | cell) / \($x.idle_p99 | cell) | \($x.load_p50 | cell) / \($x.load_p99 | cell) | \($x.cpu | cell) | \($x.loss_up | cell) | \($x.loss_retrans | cell) |"),
-		"| mirage quic | n/a (not implemented) | | | | | | | |",
 		"",
 		"Ratios of the medians (up / down / 4 streams / up with 1 % loss):",
 		"",
