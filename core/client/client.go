@@ -595,10 +595,23 @@ func sessionCache(cfg *config.Client) tls.ClientSessionCache {
 	defer sessionMu.Unlock()
 	c, ok := sessionCaches[key]
 	if !ok {
-		c = tls.NewLRUClientSessionCache(8)
+		c = keepTickets{tls.NewLRUClientSessionCache(8)}
 		sessionCaches[key] = c
 	}
 	return c
+}
+
+// keepTickets ignores the removal of a ticket (Put with nil), which
+// happens when a dial fails — typically while the server is down — so the
+// reconnect after the server is back still resumes with 0-RTT. A ticket the
+// server no longer accepts costs one full handshake, after which the new
+// ticket replaces it.
+type keepTickets struct{ tls.ClientSessionCache }
+
+func (k keepTickets) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		k.ClientSessionCache.Put(key, cs)
+	}
 }
 
 // dialer is one transport of the profile; timeout bounds TCP + TLS.

@@ -75,8 +75,10 @@ func TestE2EQUIC(t *testing.T) {
 		t.Errorf("only %d UDP packets to the server for 128 MiB of traffic", n)
 	}
 
-	// Restart: the ticket from the first connection resumes with 0-RTT.
+	// Restart: the ticket from the first connection resumes with 0-RTT,
+	// also after failed attempts while the server was down.
 	s.stop(t)
+	time.Sleep(2500 * time.Millisecond)
 	restart := time.Now()
 	s.restart(t)
 	c.waitConnected(t, 2, 40*time.Second)
