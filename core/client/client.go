@@ -56,6 +56,7 @@ type Event struct {
 	Welcome   *wire.Welcome // when Connected
 	Protocol  string        // when Connected
 	ZeroRTT   bool          // when Connected: the QUIC handshake resumed with 0-RTT
+	MTU       int           // when Connected: the TUN device's MTU
 	Server    string        // the address dialed
 	Err       error         // why, when Reconnecting/Disconnected
 	NextRetry time.Duration // when Reconnecting
@@ -313,7 +314,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		} else if hop > 0 && sess.Protocol == config.ProtoQUIC {
 			log.Warn("port hopping is on but the server advertises no QUIC ports; not hopping")
 		}
-		emit(Event{State: Connected, Welcome: w, Protocol: sess.Protocol, Server: target.String(), ZeroRTT: sess.ZeroRTT})
+		emit(Event{State: Connected, Welcome: w, Protocol: sess.Protocol, Server: target.String(), ZeroRTT: sess.ZeroRTT, MTU: mtu})
 
 		select {
 		case <-ctx.Done():
@@ -643,6 +644,10 @@ func (d *dialer) Dial(ctx context.Context) (engine.Conn, error) {
 
 // FormatConnected renders the one-line summary mirage-helper prints.
 func FormatConnected(e Event) string {
+	mtu := e.MTU
+	if mtu == 0 {
+		mtu = int(e.Welcome.MTU)
+	}
 	s := "connected"
 	for _, p := range e.Welcome.ClientAddrs {
 		if p.Addr().Is4() {
@@ -651,6 +656,6 @@ func FormatConnected(e Event) string {
 			s += " ipv6=" + p.String()
 		}
 	}
-	s += " transport=" + e.Protocol + " server=" + e.Server + " mtu=" + strconv.Itoa(int(e.Welcome.MTU))
+	s += " transport=" + e.Protocol + " server=" + e.Server + " mtu=" + strconv.Itoa(mtu)
 	return s
 }

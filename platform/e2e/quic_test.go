@@ -58,7 +58,7 @@ func TestE2EQUIC(t *testing.T) {
 	if connectedField(line, "transport") != "quic" {
 		t.Fatalf("connected over %q: %s", connectedField(line, "transport"), line)
 	}
-	if l := mustNS(t, tp.CLI, "ip", "link", "show", "dev", cliTUN); !strings.Contains(l, "mtu 1340") {
+	if l := mustNS(t, tp.CLI, "ip", "link", "show", "dev", cliTUN); !strings.Contains(l, "mtu 1340") || !strings.Contains(line, "mtu=1340") {
 		t.Errorf("tunnel MTU not sized for QUIC datagrams:\n%s", l)
 	}
 	waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
