@@ -24,7 +24,10 @@ package killswitch
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -201,4 +204,46 @@ func render(chains []chain) string {
 	}
 	b.WriteString("}\n")
 	return b.String()
+}
+
+// lanPrefixes are the connected subnets of every interface that is up,
+// except loopback and the tunnel. Implausibly wide ones (shorter than /8,
+// or /16 for IPv6) are skipped so a misconfigured interface cannot open
+// everything; link-local ones too when skipLinkLocal (pf).
+func lanPrefixes(log *slog.Logger, tun string, skipLinkLocal bool) ([]netip.Prefix, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, ifc := range ifs {
+		if ifc.Name == tun || ifc.Flags&net.FlagLoopback != 0 || ifc.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", ifc.Name, err)
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok || (skipLinkLocal && ip.IsLinkLocalUnicast()) {
+				continue
+			}
+			ip = ip.Unmap()
+			ones, _ := ipn.Mask.Size()
+			p := netip.PrefixFrom(ip, ones).Masked()
+			if !p.IsValid() || (ip.Is4() && ones < 8) || (ip.Is6() && ones < 16) {
+				log.Warn("kill switch: not allowing implausibly wide local subnet", "interface", ifc.Name, "subnet", a.String())
+				continue
+			}
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
 }

@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
+
+	"github.com/mirage-vpn/mirage/core/config"
 )
 
 // execPF is the real pfSys.
@@ -39,27 +39,7 @@ func (execPF) writeFile(path string, data []byte, mode fs.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return config.WriteFileAtomic(path, data, mode)
 }
 
 func (execPF) removeFile(path string) error { return os.Remove(path) }
@@ -69,41 +49,7 @@ func (execPF) removeFile(path string) error { return os.Remove(path) }
 // link-local ones are skipped so a misconfigured interface cannot open
 // everything.
 func (e execPF) lans(tun string) ([]netip.Prefix, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return nil, err
-	}
-	var out []netip.Prefix
-	for _, ifc := range ifs {
-		if ifc.Name == tun || ifc.Flags&net.FlagLoopback != 0 || ifc.Flags&net.FlagUp == 0 {
-			continue
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			return nil, fmt.Errorf("addresses of %s: %w", ifc.Name, err)
-		}
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(ipn.IP)
-			if !ok || ip.IsLinkLocalUnicast() {
-				continue
-			}
-			ip = ip.Unmap()
-			ones, _ := ipn.Mask.Size()
-			p := netip.PrefixFrom(ip, ones).Masked()
-			if !p.IsValid() || (ip.Is4() && ones < 8) || (ip.Is6() && ones < 16) {
-				e.log.Warn("kill switch: not allowing implausibly wide local subnet", "interface", ifc.Name, "subnet", a.String())
-				continue
-			}
-			if !slices.Contains(out, p) {
-				out = append(out, p)
-			}
-		}
-	}
-	return out, nil
+	return lanPrefixes(e.log, tun, true)
 }
 
 func thisPF() pfFlavor {

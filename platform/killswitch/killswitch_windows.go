@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 
 	"golang.zx2c4.com/wireguard/windows/tunnel/winipcfg"
 )
@@ -20,7 +19,7 @@ func Enable(log *slog.Logger, cfg Config) error {
 	var lans []netip.Prefix
 	if cfg.AllowLAN {
 		var err error
-		if lans, err = wfpLANPrefixes(log, cfg.TunInterface); err != nil {
+		if lans, err = lanPrefixes(log, cfg.TunInterface, false); err != nil {
 			return fmt.Errorf("killswitch: list local subnets: %w", err)
 		}
 	}
@@ -80,45 +79,4 @@ func wfpTunLUID(name string) (uint64, error) {
 		return 0, fmt.Errorf("LUID of %s: %w", name, err)
 	}
 	return uint64(luid), nil
-}
-
-// wfpLANPrefixes are the connected subnets of every interface except
-// loopback and the tunnel, skipping implausibly wide ones (shorter than /8,
-// or /16 for IPv6) so a misconfigured interface cannot open everything.
-func wfpLANPrefixes(log *slog.Logger, tun string) ([]netip.Prefix, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return nil, err
-	}
-	var out []netip.Prefix
-	for _, ifc := range ifs {
-		if ifc.Name == tun || ifc.Flags&net.FlagLoopback != 0 || ifc.Flags&net.FlagUp == 0 {
-			continue
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			return nil, fmt.Errorf("addresses of %s: %w", ifc.Name, err)
-		}
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(ipn.IP)
-			if !ok {
-				continue
-			}
-			ip = ip.Unmap()
-			ones, _ := ipn.Mask.Size()
-			p := netip.PrefixFrom(ip, ones).Masked()
-			if !p.IsValid() || (ip.Is4() && ones < 8) || (ip.Is6() && ones < 16) {
-				log.Warn("kill switch: not allowing implausibly wide local subnet", "interface", ifc.Name, "subnet", a.String())
-				continue
-			}
-			if !slices.Contains(out, p) {
-				out = append(out, p)
-			}
-		}
-	}
-	return out, nil
 }

@@ -120,7 +120,7 @@ func (c *bsdConfigurator) Set(cfg netcfg.Config) error {
 			return fmt.Errorf("set network config: bypass %s: %w", a, err)
 		}
 		if ok {
-			outside = bsdAppendRoute(outside, r)
+			outside = appendRoute(outside, r)
 		}
 	}
 	for _, p := range cfg.ExcludedRoutes {
@@ -130,7 +130,7 @@ func (c *bsdConfigurator) Set(cfg netcfg.Config) error {
 			continue
 		}
 		if ok {
-			outside = bsdAppendRoute(outside, r)
+			outside = appendRoute(outside, r)
 		}
 	}
 	var inside []route
@@ -138,12 +138,12 @@ func (c *bsdConfigurator) Set(cfg netcfg.Config) error {
 		// utun is point-to-point: the tunnel subnet needs its own route.
 		for _, p := range cfg.Addrs {
 			if !p.IsSingleIP() {
-				inside = bsdAppendRoute(inside, route{Dst: p.Masked(), Dev: cfg.Interface})
+				inside = appendRoute(inside, route{Dst: p.Masked(), Dev: cfg.Interface})
 			}
 		}
 	}
 	for _, p := range splitDefault(cfg.Routes) {
-		inside = bsdAppendRoute(inside, route{Dst: p, Dev: cfg.Interface})
+		inside = appendRoute(inside, route{Dst: p, Dev: cfg.Interface})
 	}
 	osState, err := json.Marshal(bsdOSState{Flavor: c.flavor})
 	if err != nil {
@@ -154,8 +154,8 @@ func (c *bsdConfigurator) Set(cfg netcfg.Config) error {
 
 	// Journal the union first, so a crash mid-way leaves nothing unrecorded.
 	union := want
-	union.Addrs = bsdUnion(c.cur.Addrs, want.Addrs)
-	union.Routes = bsdUnion(c.cur.Routes, want.Routes)
+	union.Addrs = unionOf(c.cur.Addrs, want.Addrs)
+	union.Routes = unionOf(c.cur.Routes, want.Routes)
 	if err := saveJournal(c.stateDir, union); err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func (c *bsdConfigurator) Set(cfg netcfg.Config) error {
 		// Keep only what is really mirage's in the journal: routes that
 		// were never added (or turned out to be someone else's) must not
 		// be deleted by Close or Cleanup.
-		keep := bsdUnion(prev.Routes, owned)
+		keep := unionOf(prev.Routes, owned)
 		c.cur.Routes = slices.DeleteFunc(slices.Clone(c.cur.Routes), func(r route) bool { return !slices.Contains(keep, r) })
 		if jerr := saveJournal(c.stateDir, c.cur); jerr != nil {
 			err = errors.Join(err, jerr)
@@ -208,7 +208,7 @@ func (c *bsdConfigurator) apply(cfg netcfg.Config, prev, want journal) (owned []
 			continue
 		}
 		mine, err := true, error(nil)
-		if slices.ContainsFunc(prev.Routes, bsdSameDst(r)) {
+		if slices.ContainsFunc(prev.Routes, sameDst(r)) {
 			_, err = c.sys.run("", "route", bsdRouteArgs("change", r)...) // ours, new gateway
 		} else {
 			mine, err = c.addRoute(r)
@@ -222,7 +222,7 @@ func (c *bsdConfigurator) apply(cfg netcfg.Config, prev, want journal) (owned []
 	}
 	// Remove what the new config no longer wants, tunnel routes first.
 	for i := len(prev.Routes) - 1; i >= 0; i-- {
-		if r := prev.Routes[i]; !slices.ContainsFunc(owned, bsdSameDst(r)) {
+		if r := prev.Routes[i]; !slices.ContainsFunc(owned, sameDst(r)) {
 			if err := c.delRoute(r); err != nil {
 				return owned, fmt.Errorf("set network config: %w", err)
 			}
@@ -542,7 +542,7 @@ func (c *bsdConfigurator) outsideRoute(dst netip.Prefix, tun string) (r route, o
 	v6 := dst.Addr().Is6()
 	// A route mirage already added for dst would answer for itself; the
 	// default route tells whether the gateway changed since.
-	ours := slices.ContainsFunc(c.cur.Routes, bsdSameDst(route{Dst: dst}))
+	ours := slices.ContainsFunc(c.cur.Routes, sameDst(route{Dst: dst}))
 	if !ours {
 		info, err := c.routeGet(dst.Addr().String(), v6)
 		if err == nil && info.iface != tun {
@@ -557,27 +557,4 @@ func (c *bsdConfigurator) outsideRoute(dst netip.Prefix, tun string) (r route, o
 		return route{}, false, fmt.Errorf("no route to %s outside the tunnel", dst)
 	}
 	return route{Dst: dst, Gw: info.gw, Dev: info.iface}, true, nil
-}
-
-// bsdAppendRoute adds r unless a route for the same destination is listed.
-func bsdAppendRoute(rs []route, r route) []route {
-	if slices.ContainsFunc(rs, bsdSameDst(r)) {
-		return rs
-	}
-	return append(rs, r)
-}
-
-func bsdSameDst(r route) func(route) bool {
-	return func(o route) bool { return o.Dst == r.Dst }
-}
-
-// bsdUnion is a followed by the elements of b not in a.
-func bsdUnion[T comparable](a, b []T) []T {
-	out := slices.Clone(a)
-	for _, x := range b {
-		if !slices.Contains(out, x) {
-			out = append(out, x)
-		}
-	}
-	return out
 }

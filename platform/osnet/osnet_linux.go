@@ -468,26 +468,3 @@ func delAddr(dev string, p netip.Prefix) error {
 	}
 	return nil
 }
-
-// appendRoute adds r unless a route for the same destination is listed.
-func appendRoute(rs []route, r route) []route {
-	if slices.ContainsFunc(rs, sameDst(r)) {
-		return rs
-	}
-	return append(rs, r)
-}
-
-func sameDst(r route) func(route) bool {
-	return func(o route) bool { return o.Dst == r.Dst }
-}
-
-// unionOf is a followed by the elements of b not in a.
-func unionOf[T comparable](a, b []T) []T {
-	out := slices.Clone(a)
-	for _, x := range b {
-		if !slices.Contains(out, x) {
-			out = append(out, x)
-		}
-	}
-	return out
-}

@@ -213,8 +213,8 @@ func (c *winConfigurator) Set(cfg netcfg.Config) error {
 	prev := c.cur
 
 	union := want
-	union.Addrs = winUnion(prev.Addrs, want.Addrs)
-	union.Routes = winUnion(prev.Routes, want.Routes)
+	union.Addrs = unionOf(prev.Addrs, want.Addrs)
+	union.Routes = unionOf(prev.Routes, want.Routes)
 	if err := c.save(cfg.Interface, union); err != nil {
 		return err
 	}
@@ -463,15 +463,4 @@ func winAppendRoute(rs []winRoute, r winRoute) []winRoute {
 
 func winSameDst(r winRoute) func(winRoute) bool {
 	return func(o winRoute) bool { return o.Dst == r.Dst }
-}
-
-// winUnion is a followed by the elements of b not in a.
-func winUnion[T comparable](a, b []T) []T {
-	out := slices.Clone(a)
-	for _, x := range b {
-		if !slices.Contains(out, x) {
-			out = append(out, x)
-		}
-	}
-	return out
 }
