@@ -85,11 +85,19 @@ func (c *recConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// Write records b before sending it, so a peer that has read the bytes
+// always finds them recorded; a short write trims the record again.
 func (c *recConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
 	c.mu.Lock()
-	c.wr = append(c.wr, b[:n]...)
+	start := len(c.wr)
+	c.wr = append(c.wr, b...)
 	c.mu.Unlock()
+	n, err := c.Conn.Write(b)
+	if n < len(b) {
+		c.mu.Lock()
+		c.wr = c.wr[:start+n]
+		c.mu.Unlock()
+	}
 	return n, err
 }
 

@@ -320,7 +320,7 @@ func TestReplayedHello(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !bytes.Equal(site.conns[0].written()[:5+len(body)], append(hdr, body...)) {
+	if !bytes.HasPrefix(site.conns[0].written(), append(hdr, body...)) {
 		t.Error("the answer differs from what the stand-in sent")
 	}
 	conn.Close()
