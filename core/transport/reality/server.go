@@ -484,10 +484,16 @@ func (s *Server) Splice(ctx context.Context, conn net.Conn, replay []byte) error
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
 		defer func() { done <- struct{}{} }()
-		if _, err := io.Copy(dst, src); err != nil {
+		_, err := io.Copy(dst, src)
+		if err == nil && wasReset(src) {
+			err = syscall.ECONNRESET
+		}
+		if err != nil {
 			// A reset on one side is passed on as a reset (not a FIN), so
 			// the prober sees what the site did; otherwise just close.
-			if errors.Is(err, syscall.ECONNRESET) {
+			// EPIPE is a reset too: a write after the peer's RST, when
+			// the other direction's read took the ECONNRESET first.
+			if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 				abort(conn)
 				abort(up)
 			}
