@@ -42,16 +42,18 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 		return err
 	}
 	qconf := &quic.Config{
-		EnableDatagrams:   true,
-		Allow0RTT:         true,
-		InitialPacketSize: quictun.InitialPacketSize,
-		MaxIdleTimeout:    3 * s.keepalive,
+		EnableDatagrams:         true,
+		Allow0RTT:               true,
+		InitialPacketSize:       quictun.InitialPacketSize,
+		DisablePathMTUDiscovery: true, // packet sizing: see quictun.TunnelMTU
+		MaxIdleTimeout:          3 * s.keepalive,
 	}
 	h3 := &http3.Server{
-		Handler:         http.HandlerFunc(s.serveH3),
-		EnableDatagrams: true,
-		QUICConfig:      qconf,
-		Logger:          s.log,
+		Handler: http.HandlerFunc(s.serveH3),
+		// Datagrams are on in qconf; the tunnel reads them from the QUIC
+		// connection itself (quictun's package doc explains why).
+		QUICConfig: qconf,
+		Logger:     s.log,
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
 			return context.WithValue(ctx, quicConnKey{}, c)
 		},
@@ -59,7 +61,7 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 	errc := make(chan error, len(pcs))
 	var trs []*quic.Transport
 	for _, pc := range pcs {
-		tr := &quic.Transport{Conn: pc}
+		tr := &quic.Transport{Conn: pc, ConnectionIDLength: quictun.ConnectionIDLength}
 		ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(tlsConf), qconf)
 		if err != nil {
 			for _, t := range trs {

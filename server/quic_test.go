@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -271,5 +272,128 @@ func TestHop(t *testing.T) {
 			}
 			sess.Close()
 		})
+	}
+}
+
+// udpRelay forwards datagrams between one client and the server and
+// records the size of each, per direction.
+type udpRelay struct {
+	pc       net.PacketConn
+	mu       sync.Mutex
+	up, down []int
+}
+
+func newUDPRelay(t *testing.T, server string) *udpRelay {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := net.ResolveUDPAddr("udp", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := net.DialUDP("udp", nil, srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &udpRelay{pc: pc}
+	var client atomic.Pointer[net.Addr]
+	t.Cleanup(func() { pc.Close(); out.Close() })
+	go func() {
+		b := make([]byte, 65536)
+		for {
+			n, a, err := pc.ReadFrom(b)
+			if err != nil {
+				return
+			}
+			client.Store(&a)
+			r.mu.Lock()
+			r.up = append(r.up, n)
+			r.mu.Unlock()
+			out.Write(b[:n])
+		}
+	}()
+	go func() {
+		b := make([]byte, 65536)
+		for {
+			n, err := out.Read(b)
+			if err != nil {
+				return
+			}
+			if a := client.Load(); a != nil {
+				r.mu.Lock()
+				r.down = append(r.down, n)
+				r.mu.Unlock()
+				pc.WriteTo(b[:n], *a)
+			}
+		}
+	}()
+	return r
+}
+
+// sizes counts the datagrams of exactly size bytes and the largest seen,
+// in one direction.
+func (r *udpRelay) sizes(down bool, size int) (exact, largest int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.up
+	if down {
+		s = r.down
+	}
+	for _, n := range s {
+		if n == size {
+			exact++
+		}
+		largest = max(largest, n)
+	}
+	return exact, largest
+}
+
+// keepConn is a quicDialer that remembers the last connection.
+type keepConn struct {
+	quicDialer
+	last atomic.Pointer[quictun.Conn]
+}
+
+func (d *keepConn) Dial(ctx context.Context) (engine.Conn, error) {
+	c, err := d.quicDialer.Dial(ctx)
+	if err == nil {
+		d.last.Store(c.(*quictun.Conn))
+	}
+	return c, err
+}
+
+// A full-size tunnel packet (TUN MTU) travels as one datagram in a QUIC
+// packet of exactly InitialPacketSize, both ways: the condition for
+// quic-go to send bulk traffic in GSO batches (see quictun.TunnelMTU).
+// Changing the connection ID length, the packet size or the datagram
+// framing without fixing TunnelMTU fails here.
+func TestQUICFullPacketFillsQUICPacket(t *testing.T) {
+	r, addr := quicRig(t)
+	relay := newUDPRelay(t, addr)
+	d := &keepConn{quicDialer: quicDialer{addr: relay.pc.LocalAddr().String()}}
+	sess, ctun := quicSession(t, d, "alice", "alice-pw")
+	v4 := sess.Welcome.ClientAddrs[0].Addr()
+	const n = 20
+	for i := range n {
+		up := tundevtest.UDP(v4, internet4, bytes.Repeat([]byte{byte(i)}, quictun.TunnelMTU-28))
+		if len(up) != quictun.TunnelMTU {
+			t.Fatalf("test packet is %d bytes, want %d", len(up), quictun.TunnelMTU)
+		}
+		ctun.Inbound <- up
+		expect(t, r.tun.Outbound, up)
+		down := tundevtest.UDP(internet4, v4, bytes.Repeat([]byte{byte(i)}, quictun.TunnelMTU-28))
+		r.tun.Inbound <- down
+		expect(t, ctun.Outbound, down)
+	}
+	if c := d.last.Load(); c == nil || c.MaxDatagramPayload() < quictun.TunnelMTU {
+		t.Fatalf("full-size packets did not fit a datagram (limit now %d, TUN MTU %d)", c.MaxDatagramPayload(), quictun.TunnelMTU)
+	}
+	for _, down := range []bool{false, true} {
+		exact, largest := relay.sizes(down, quictun.InitialPacketSize)
+		if exact < n || largest > quictun.InitialPacketSize {
+			t.Errorf("down=%v: %d UDP datagrams of exactly %d bytes (want >= %d), largest %d", down, exact, quictun.InitialPacketSize, n, largest)
+		}
 	}
 }

@@ -3,11 +3,14 @@
 package e2e
 
 import (
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mirage-vpn/mirage/core/transport/quictun"
 )
 
 // quicClient is the server's generated profile speaking QUIC only.
@@ -58,7 +61,7 @@ func TestE2EQUIC(t *testing.T) {
 	if connectedField(line, "transport") != "quic" {
 		t.Fatalf("connected over %q: %s", connectedField(line, "transport"), line)
 	}
-	if l := mustNS(t, tp.CLI, "ip", "link", "show", "dev", cliTUN); !strings.Contains(l, "mtu 1340") || !strings.Contains(line, "mtu=1340") {
+	if l := mustNS(t, tp.CLI, "ip", "link", "show", "dev", cliTUN); !strings.Contains(l, fmt.Sprintf("mtu %d", quictun.TunnelMTU)) || !strings.Contains(line, fmt.Sprintf("mtu=%d", quictun.TunnelMTU)) {
 		t.Errorf("tunnel MTU not sized for QUIC datagrams:\n%s", l)
 	}
 	waitPing(t, tp.CLI, tunSrv4, 5*time.Second)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/quicvarint"
 
 	"github.com/mirage-vpn/mirage/core/wire"
 )
@@ -45,7 +46,7 @@ func (f *fakeStream) SendDatagram(b []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(b) > f.maxDG {
-		return &quic.DatagramTooLargeError{MaxDatagramPayloadSize: int64(f.maxDG + 8)}
+		return &quic.DatagramTooLargeError{MaxDatagramPayloadSize: int64(f.maxDG)}
 	}
 	f.sentDG = append(f.sentDG, append([]byte(nil), b...))
 	return nil
@@ -58,6 +59,13 @@ func (f *fakeStream) ReceiveDatagram(ctx context.Context) ([]byte, error) {
 		return nil, ctx.Err()
 	}
 }
+
+// testStreamID is the request stream of the fake tunnels; testQSID is its
+// quarter stream id (the one-byte HTTP Datagram prefix).
+const (
+	testStreamID = 8
+	testQSID     = testStreamID / 4
+)
 
 // readFrames reads n frames from c through tiny reads.
 func readFrames(t *testing.T, c *Conn, n int) []wire.Frame {
@@ -83,12 +91,15 @@ func (o oneByteReader) Read(b []byte) (int, error) { return o.r.Read(b[:1]) }
 // whole and in wire format even through one-byte reads.
 func TestConnMergesStreamAndDatagrams(t *testing.T) {
 	fs := newFakeStream()
-	c := newConn(nil, fs, true, nil, nil)
+	c := newConn(nil, fs, fs, testStreamID, true, nil, nil)
 	defer c.Close()
-	fs.dgIn <- append([]byte{byte(wire.TypeData)}, "early packet"...)
-	fs.dgIn <- []byte{}                                    // empty: ignored
-	fs.dgIn <- append([]byte{byte(wire.TypePing)}, "x"...) // not DATA: ignored
-	fs.dgIn <- append([]byte{byte(wire.TypeData)}, "second"...)
+	fs.dgIn <- append([]byte{testQSID, byte(wire.TypeData)}, "early packet"...)
+	fs.dgIn <- []byte{}                                              // empty: ignored
+	fs.dgIn <- []byte{testQSID}                                      // no type: ignored
+	fs.dgIn <- []byte{0x40}                                          // truncated stream id: ignored
+	fs.dgIn <- append([]byte{testQSID, byte(wire.TypePing)}, "x"...) // not DATA: ignored
+	fs.dgIn <- append([]byte{testQSID + 1, byte(wire.TypeData)}, "other stream"...)
+	fs.dgIn <- append([]byte{testQSID, byte(wire.TypeData)}, "second"...)
 	go fs.w.Write(wire.AppendFrame(nil, wire.TypeWelcome, []byte("welcome")))
 	got := readFrames(t, c, 3)
 	if got[0].Type != wire.TypeWelcome || string(got[0].Payload) != "welcome" {
@@ -110,7 +121,7 @@ func TestConnMergesStreamAndDatagrams(t *testing.T) {
 
 func TestConnReadDeadline(t *testing.T) {
 	fs := newFakeStream()
-	c := newConn(nil, fs, false, nil, nil)
+	c := newConn(nil, fs, fs, testStreamID, false, nil, nil)
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	start := time.Now()
@@ -140,12 +151,12 @@ func TestConnReadDeadline(t *testing.T) {
 // datagram) on the stream, in order; the limit learnt sticks.
 func TestConnWriteSplits(t *testing.T) {
 	fs := newFakeStream()
-	fs.maxDG = 101
-	c := newConn(nil, fs, false, nil, nil)
+	fs.maxDG = 102 // quarter stream id, type, 100 bytes
+	c := newConn(nil, fs, fs, testStreamID, false, nil, nil)
 	defer c.Close()
 	var b []byte
 	b = wire.AppendFrame(b, wire.TypePing, []byte("12345678"))
-	b = wire.AppendFrame(b, wire.TypeData, bytes.Repeat([]byte{1}, 100)) // 101 with the type: fits
+	b = wire.AppendFrame(b, wire.TypeData, bytes.Repeat([]byte{1}, 100)) // 102 with id and type: fits
 	b = wire.AppendFrame(b, wire.TypeData, bytes.Repeat([]byte{2}, 500)) // too big: stream
 	b = wire.AppendFrame(b, wire.TypeData, bytes.Repeat([]byte{3}, 10))
 	if n, err := c.Write(b); err != nil || n != len(b) {
@@ -153,7 +164,7 @@ func TestConnWriteSplits(t *testing.T) {
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if len(fs.sentDG) != 2 || fs.sentDG[0][0] != byte(wire.TypeData) || len(fs.sentDG[0]) != 101 || fs.sentDG[1][1] != 3 {
+	if len(fs.sentDG) != 2 || fs.sentDG[0][0] != testQSID || fs.sentDG[0][1] != byte(wire.TypeData) || len(fs.sentDG[0]) != 102 || fs.sentDG[1][2] != 3 {
 		t.Fatalf("datagrams %d", len(fs.sentDG))
 	}
 	var want []byte
@@ -183,6 +194,26 @@ func FuzzParseDatagram(f *testing.F) {
 		}
 		if byte(typ) != b[0] || !bytes.Equal(p, b[1:]) {
 			t.Fatal("split wrong")
+		}
+	})
+}
+
+func FuzzParseHTTPDatagram(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{testQSID, byte(wire.TypeData), 0x45})
+	f.Add([]byte{0x40, 0x02, byte(wire.TypeData)}) // two-byte quarter stream id
+	f.Add([]byte{0xc0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		qsid, typ, p, ok := ParseHTTPDatagram(b)
+		if !ok {
+			return
+		}
+		// Re-encoding what was parsed gives back the input (the varint
+		// length is the one the input used).
+		n := len(b) - len(p) - 1
+		id, m, err := quicvarint.Parse(b[:n])
+		if err != nil || m != n || id != qsid || byte(typ) != b[n] || !bytes.Equal(p, b[n+1:]) {
+			t.Fatalf("split wrong: %d %v %d bytes", qsid, typ, len(p))
 		}
 	})
 }
