@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/mirage-vpn/mirage/core/shaping"
+
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
@@ -291,6 +293,9 @@ func checkLog(el *errList, l *Log) {
 
 func checkObfuscation(el *errList, o *Obfuscation) {
 	el.check("obfuscation.padding_probability", checkProbability(o.PaddingProbability))
+	if _, err := shaping.ParseProfile(o.PaddingProfile); err != nil {
+		el.add("obfuscation.padding_profile", "%v (want e.g. %q)", err, shaping.DefaultProfileString)
+	}
 	el.check("obfuscation.jitter_max_ms", checkRange(o.JitterMaxMS, 0, 1000))
 	el.check("obfuscation.heartbeat_s", checkRange(o.HeartbeatS, 0, 3600))
 }

@@ -67,6 +67,7 @@ func TestClientDefaults(t *testing.T) {
 		{"interface_name", c.Network.InterfaceName, "mirage0"},
 		{"obfuscation.enabled", c.Obfuscation.Enabled, false},
 		{"padding_probability", c.Obfuscation.PaddingProbability, 0.1},
+		{"padding_profile", c.Obfuscation.PaddingProfile, "60:40-100,30:250-600,10:800-1200"},
 		{"jitter_max_ms", c.Obfuscation.JitterMaxMS, 0},
 		{"heartbeat_s", c.Obfuscation.HeartbeatS, 0},
 		{"log.level", c.Log.Level, "info"},
@@ -289,6 +290,7 @@ func TestClientValidation(t *testing.T) {
 		{"padding <0", func(c *Client) { c.Obfuscation.PaddingProbability = -0.1 }, "[obfuscation] padding_probability", "between 0 and 1"},
 		{"jitter", func(c *Client) { c.Obfuscation.JitterMaxMS = 5000 }, "[obfuscation] jitter_max_ms", "between 0 and 1000"},
 		{"heartbeat", func(c *Client) { c.Obfuscation.HeartbeatS = -1 }, "[obfuscation] heartbeat_s", "between 0 and 3600"},
+		{"padding profile", func(c *Client) { c.Obfuscation.PaddingProfile = "60:40-100,30:600-250" }, "[obfuscation] padding_profile", "min 600 is above max 250"},
 		{"log level", func(c *Client) { c.Log.Level = "verbose" }, "[log] level", "must be one of debug, info, warn, error"},
 		{"log format", func(c *Client) { c.Log.Format = "xml" }, "[log] format", "must be one of text, json"},
 	}

@@ -1,5 +1,7 @@
 package config
 
+import "github.com/mirage-vpn/mirage/core/shaping"
+
 // Default values. Keys whose zero value means "use the server's value" or
 // "off" (client mtu, client keepalive_s, max_lifetime_s, ...) have no entry.
 const (
@@ -113,6 +115,7 @@ func (o *Obfuscation) applyDefaults() {
 	if o.PaddingProbability == 0 {
 		o.PaddingProbability = DefaultPaddingProbability
 	}
+	setStr(&o.PaddingProfile, shaping.DefaultProfileString)
 }
 
 func (l *Log) applyDefaults() {

@@ -167,7 +167,7 @@ func TestRoundTrip(t *testing.T) {
 	c.Network.Routes = []string{}
 	c.Network.ExcludedRoutes = nil
 	c.Network.SetDNS = false
-	c.Obfuscation = Obfuscation{Enabled: true, PaddingProbability: 1, JitterMaxMS: 5, HeartbeatS: 30}
+	c.Obfuscation = Obfuscation{Enabled: true, PaddingProbability: 1, PaddingProfile: "1:5-9,2:100-200", JitterMaxMS: 5, HeartbeatS: 30}
 	c.TLS = ClientTLS{ServerName: "x.example", CAFile: `C:\ca.pem`, Insecure: true}
 	check(t, "client", pc, mc, c)
 	c.Network.Routes = nil

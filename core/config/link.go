@@ -78,6 +78,7 @@ var linkFields = []linkField{
 	{"network.allow_lan", "", func(c *Client) any { return &c.Network.AllowLAN }},
 	{"obfuscation.enabled", "", func(c *Client) any { return &c.Obfuscation.Enabled }},
 	{"obfuscation.padding_probability", "", func(c *Client) any { return &c.Obfuscation.PaddingProbability }},
+	{"obfuscation.padding_profile", "", func(c *Client) any { return &c.Obfuscation.PaddingProfile }},
 	{"obfuscation.jitter_max_ms", "", func(c *Client) any { return &c.Obfuscation.JitterMaxMS }},
 	{"obfuscation.heartbeat_s", "", func(c *Client) any { return &c.Obfuscation.HeartbeatS }},
 	{"log.level", "", func(c *Client) any { return &c.Log.Level }},

@@ -184,6 +184,8 @@ func writeObfuscation(w *tomlWriter, o *Obfuscation) {
 	w.boolean("enabled", o.Enabled)
 	w.comment("Chance (0-1) of a padding frame, timing jitter bound, idle heartbeat (0 = off).")
 	w.float("padding_probability", o.PaddingProbability)
+	w.comment("Padding sizes: weight:min-max buckets (bytes, 0-1300).")
+	w.str("padding_profile", o.PaddingProfile)
 	w.integer("jitter_max_ms", o.JitterMaxMS)
 	w.integer("heartbeat_s", o.HeartbeatS)
 }

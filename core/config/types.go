@@ -81,6 +81,7 @@ type ClientNetwork struct {
 type Obfuscation struct {
 	Enabled            bool    `toml:"enabled"`
 	PaddingProbability float64 `toml:"padding_probability"`
+	PaddingProfile     string  `toml:"padding_profile"`
 	JitterMaxMS        int     `toml:"jitter_max_ms"`
 	HeartbeatS         int     `toml:"heartbeat_s"`
 }
