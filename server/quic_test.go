@@ -17,6 +17,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/transport/quictun"
 	"github.com/mirage-vpn/mirage/core/transport/tlsx"
@@ -57,9 +58,16 @@ func (site) Handler() http.Handler {
 }
 
 // quicRig is a server serving QUIC on a loopback UDP socket.
-func quicRig(t *testing.T) (*rig, string) {
+func quicRig(t *testing.T) (*rig, string) { return quicRigWith(t, nil, nil) }
+
+func quicRigWith(t *testing.T, mutate func(*config.Server), opts func(*Options)) (*rig, string) {
 	t.Helper()
-	r := newRigWith(t, "127.0.0.1:0", nil, func(o *Options) { o.Fallback = site{} })
+	r := newRigWith(t, "127.0.0.1:0", mutate, func(o *Options) {
+		o.Fallback = site{}
+		if opts != nil {
+			opts(o)
+		}
+	})
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,9 @@ type realityRig struct {
 	sid  [8]byte
 }
 
-func newRealityRig(t *testing.T) *realityRig {
+func newRealityRig(t *testing.T) *realityRig { return newRealityRigWith(t, nil, nil) }
+
+func newRealityRigWith(t *testing.T, mutate func(*config.Server), opts func(*Options)) *realityRig {
 	t.Helper()
 	site := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Stand-In", "yes")
@@ -60,7 +62,13 @@ func newRealityRig(t *testing.T) *realityRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRigWith(t, "127.0.0.1:0", nil, func(o *Options) { o.Reality = rs; o.TLSNames = []string{"vpn.example.net"} })
+	r := newRigWith(t, "127.0.0.1:0", mutate, func(o *Options) {
+		o.Reality = rs
+		o.TLSNames = []string{"vpn.example.net"}
+		if opts != nil {
+			opts(o)
+		}
+	})
 	return &realityRig{rig: r, site: site, pub: pub, sid: sid}
 }
 

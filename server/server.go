@@ -25,6 +25,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/ippkt"
+	"github.com/mirage-vpn/mirage/core/shaping"
 	"github.com/mirage-vpn/mirage/core/transport/reality"
 	"github.com/mirage-vpn/mirage/core/tundev"
 	"github.com/mirage-vpn/mirage/core/wire"
@@ -50,6 +51,9 @@ type Options struct {
 	// TLSNames are the SNIs served by tcp-tls next to REALITY; "" (no SNI)
 	// is always included.
 	TLSNames []string
+	// OnPadding, when set, is called with the payload size of every
+	// padding frame a client sends (tests, diagnostics).
+	OnPadding func(size int)
 }
 
 // Stats are server-wide counters.
@@ -103,6 +107,9 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// shaping is [obfuscation] for what the server sends (nil: off).
+	shaping   *shaping.Params
+	onPadding func(size int)
 }
 
 // New builds a server from its options.
@@ -128,7 +135,9 @@ func New(o Options) (*Server, error) {
 		pool4:    NewPool(v4),
 		sessions: map[[16]byte]*session{},
 		// send_queue_packets is counted in TUN read batches of ~16 packets.
-		queueLen: max(c.Connection.SendQueuePackets/16, 16),
+		queueLen:  max(c.Connection.SendQueuePackets/16, 16),
+		shaping:   c.Obfuscation.Shaping(),
+		onPadding: o.OnPadding,
 	}
 	for _, n := range o.TLSNames {
 		s.tlsNames[strings.ToLower(n)] = true
@@ -544,6 +553,14 @@ func (s *Server) newSession(h *wire.Hello) (*session, error) {
 		defer s.wg.Done()
 		ss.writer()
 	}()
+	if s.shaping != nil && s.shaping.Heartbeat > 0 {
+		ss.lastSend.Store(time.Now().UnixNano())
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			shaping.Heartbeats(ss.done, shaping.New(*s.shaping), &ss.lastSend, ss.heartbeat)
+		}()
+	}
 	return ss, nil
 }
 

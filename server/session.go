@@ -11,6 +11,7 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/ippkt"
+	"github.com/mirage-vpn/mirage/core/shaping"
 	"github.com/mirage-vpn/mirage/core/wire"
 )
 
@@ -63,7 +64,10 @@ type session struct {
 
 	queue chan *outBuf
 	done  chan struct{}
-	once  sync.Once
+	// lastSend is the time of the latest write (UnixNano), for the idle
+	// heartbeat.
+	lastSend atomic.Int64
+	once     sync.Once
 
 	// staged is owned by the server's TUN reader goroutine.
 	staged [maxLinks]*outBuf
@@ -151,8 +155,13 @@ func (ss *session) enqueue(ob *outBuf) {
 	}
 }
 
-// writer sends queued batches to the client's connections.
+// writer sends queued batches to the client's connections, shaped by
+// [obfuscation] when it is on.
 func (ss *session) writer() {
+	var shaper *shaping.Shaper
+	if p := ss.srv.shaping; p != nil {
+		shaper = shaping.New(*p)
+	}
 	for {
 		select {
 		case <-ss.done:
@@ -166,6 +175,13 @@ func (ss *session) writer() {
 			}
 		case ob := <-ss.queue:
 			links := ss.linkList()
+			if shaper != nil {
+				ob.b = shaper.Pad(ob.b)
+				if d := shaper.Delay(len(ob.b)); d > 0 {
+					time.Sleep(d)
+				}
+				ss.lastSend.Store(time.Now().UnixNano())
+			}
 			if len(links) > 0 {
 				l := links[ob.link%uint32(len(links))]
 				if err := l.write(ob.b, 2*ss.srv.keepalive); err != nil {
@@ -174,6 +190,18 @@ func (ss *session) writer() {
 			}
 			putOut(ob)
 		}
+	}
+}
+
+// heartbeat sends an idle padding frame on one of the connections.
+func (ss *session) heartbeat(f []byte) {
+	links := ss.linkList()
+	if len(links) == 0 {
+		return
+	}
+	l := links[int(time.Now().UnixNano()/1000)%len(links)]
+	if err := l.write(f, 2*ss.srv.keepalive); err != nil {
+		l.c.Close()
 	}
 }
 
@@ -277,6 +305,10 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 				if err := l.write(wire.AppendFrame(nil, wire.TypePong, f.Payload), dead); err != nil {
 					return
 				}
+			}
+		case wire.TypePadding:
+			if s.onPadding != nil {
+				s.onPadding(len(f.Payload))
 			}
 		case wire.TypeClose:
 			return

@@ -167,6 +167,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		ClientVersion:    o.Version,
 		Logger:           log,
 		Stats:            o.Stats,
+		Shaping:          cfg.Obfuscation.Shaping(),
 	}
 
 	for _, a := range []string{cfg.Network.IPv4Address, cfg.Network.IPv6Address} {

@@ -3,6 +3,12 @@
 // what is wrong; unknown keys are reported.
 package config
 
+import (
+	"time"
+
+	"github.com/mirage-vpn/mirage/core/shaping"
+)
+
 // Protocol names accepted in [connection] enabled_protocols.
 const (
 	ProtoReality = "reality"
@@ -169,4 +175,23 @@ type Fallback struct {
 type Metrics struct {
 	Enabled bool   `toml:"enabled"`
 	Listen  string `toml:"listen"`
+}
+
+// Shaping returns the traffic-shaping parameters of this section, or nil
+// when it is disabled. An empty profile is the default one; one that does
+// not parse (Check reports it) also falls back to the default.
+func (o *Obfuscation) Shaping() *shaping.Params {
+	if !o.Enabled {
+		return nil
+	}
+	prof, err := shaping.ParseProfile(o.PaddingProfile)
+	if err != nil {
+		prof = nil
+	}
+	return &shaping.Params{
+		Probability: o.PaddingProbability,
+		Profile:     prof,
+		JitterMax:   time.Duration(o.JitterMaxMS) * time.Millisecond,
+		Heartbeat:   time.Duration(o.HeartbeatS) * time.Second,
+	}
 }

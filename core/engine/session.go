@@ -13,6 +13,7 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/auth"
 	"github.com/mirage-vpn/mirage/core/ippkt"
+	"github.com/mirage-vpn/mirage/core/shaping"
 	"github.com/mirage-vpn/mirage/core/tundev"
 	"github.com/mirage-vpn/mirage/core/wire"
 )
@@ -47,6 +48,12 @@ type SessionParams struct {
 	// Stats, when set, receives the session's counters (shared across
 	// reconnects by the caller); nil gives the session its own.
 	Stats *Stats
+	// Shaping, when set, pads, jitters and heartbeats what the client
+	// sends ([obfuscation]); nil sends packets as they are.
+	Shaping *shaping.Params
+	// OnPadding, when set, is called with the payload size of every
+	// padding frame received (tests, diagnostics).
+	OnPadding func(size int)
 }
 
 // Session is an established client session: one or more connections that
@@ -67,6 +74,10 @@ type Session struct {
 	stats     *Stats
 	keepalive time.Duration
 	rtt       atomic.Int64 // nanoseconds, last measured
+	// shaper is the sender's (nil: no shaping); lastSend is the time of
+	// the latest write (UnixNano), for the idle heartbeat.
+	shaper   *shaping.Shaper
+	lastSend atomic.Int64
 
 	done    chan struct{}
 	errOnce sync.Once
@@ -140,6 +151,9 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 			params: p, done: make(chan struct{}),
 		}
 		s.setLinks([]*link{newLink(c, r)})
+		if p.Shaping != nil {
+			s.shaper = shaping.New(*p.Shaping)
+		}
 		if z, ok := c.(interface{ Used0RTT() bool }); ok {
 			s.ZeroRTT = z.Used0RTT()
 		}
@@ -313,6 +327,25 @@ func (s *Session) Start(dev tundev.Device) {
 	}
 	s.mu.Unlock()
 	go s.keepaliveLoop()
+	if s.shaper != nil {
+		s.lastSend.Store(time.Now().UnixNano())
+		go shaping.Heartbeats(s.done, s.shaper.Clone(), &s.lastSend, s.heartbeat)
+	}
+}
+
+// heartbeat sends an idle padding frame on one of the connections.
+func (s *Session) heartbeat(f []byte) {
+	links := s.linkList()
+	if len(links) == 0 {
+		return
+	}
+	l := links[int(time.Now().UnixNano()/1000)%len(links)]
+	l.c.SetWriteDeadline(time.Now().Add(2 * s.keepalive))
+	if err := l.write(f); err != nil && !l.retired.Load() {
+		s.fail(fmt.Errorf("heartbeat: %w", err))
+		return
+	}
+	l.c.SetWriteDeadline(time.Time{})
 }
 
 func (s *Session) keepaliveLoop() {
@@ -378,6 +411,10 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 					return
 				}
 			}
+		case wire.TypePadding:
+			if s.params.OnPadding != nil {
+				s.params.OnPadding(len(f.Payload))
+			}
 		case wire.TypePong:
 			if len(f.Payload) == 8 {
 				sent := int64(binary.BigEndian.Uint64(f.Payload))
@@ -436,6 +473,19 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 	}
 	s.stats.TxPackets.Add(uint64(n))
 	s.stats.TxBytes.Add(txBytes)
+	if s.shaper != nil {
+		total := 0
+		for _, l := range links {
+			if len(l.out) > 0 {
+				l.out = s.shaper.Pad(l.out)
+				total += len(l.out)
+			}
+		}
+		if d := s.shaper.Delay(total); d > 0 {
+			time.Sleep(d)
+		}
+		s.lastSend.Store(time.Now().UnixNano())
+	}
 	for _, l := range links {
 		if len(l.out) == 0 {
 			continue

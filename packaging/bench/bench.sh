@@ -350,7 +350,7 @@ plan_rows() {
 	for t in tcp-tls reality quic; do
 		want $t || continue
 		ROWS+=("$t-off|mirage $t, obfuscation off|$t")
-		ROWS+=("$t-on|mirage $t, obfuscation on (obfuscation not implemented yet: same code path)|$t")
+		ROWS+=("$t-on|mirage $t, obfuscation on (padding p=0.1)|$t")
 	done
 }
 

@@ -12,7 +12,7 @@
 // the client sizes its TUN MTU so that does not normally happen.
 //
 // A Conn presents all of that as one ordered frame stream (engine.Conn):
-// Write splits a buffer of frames into datagrams (DATA) and one stream
+// Write splits a buffer of frames into datagrams (DATA and PADDING) and one stream
 // write (everything else); Read merges frames from the stream and from
 // datagrams. So the engine and the server pump QUIC exactly like TLS.
 //
@@ -204,8 +204,8 @@ func (c *Conn) readDatagrams() {
 			return // the stream reader reports the connection's fate
 		}
 		qsid, t, p, ok := ParseHTTPDatagram(b)
-		if !ok || qsid != c.qsid || t != wire.TypeData {
-			continue // broken, another stream's, or not a packet
+		if !ok || qsid != c.qsid || (t != wire.TypeData && t != wire.TypePadding) {
+			continue // broken, another stream's, or neither packet nor padding
 		}
 		it := item{p: p}
 		wire.PutHeader(it.hdr[:], t, len(p))
@@ -325,8 +325,8 @@ func (c *Conn) wait() (item, error) {
 	}
 }
 
-// Write sends whole frames: DATA frames that fit go as datagrams, the rest
-// as one stream write. b must hold complete frames.
+// Write sends whole frames: DATA and PADDING frames that fit go as
+// datagrams, the rest as one stream write. b must hold complete frames.
 func (c *Conn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -341,7 +341,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if end > len(b) {
 			return 0, errors.New("quic conn: partial frame in write")
 		}
-		if t == wire.TypeData && !c.noDG && 1+n <= c.maxDG {
+		if (t == wire.TypeData || t == wire.TypePadding) && !c.noDG && 1+n <= c.maxDG {
 			err := c.sendDatagram(t, b[off+wire.HeaderLen:end])
 			if err == nil {
 				off = end
