@@ -1,10 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,12 +23,15 @@ const maxLinks = 16
 // outBuf is a batch of frames queued for one connection of a session.
 type outBuf struct {
 	b    []byte
-	link uint32 // flow hash; the writer picks links[link % len]
+	link uint32 // index in set (or a flow hash); see session.writer
+	// set is the link list the batch was mapped for (nil: pick by
+	// link % the current count).
+	set *[]*slink
 }
 
 var outPool = sync.Pool{New: func() any { return &outBuf{b: make([]byte, 0, 64<<10)} }}
 
-func getOut() *outBuf { ob := outPool.Get().(*outBuf); ob.b = ob.b[:0]; return ob }
+func getOut() *outBuf { ob := outPool.Get().(*outBuf); ob.b = ob.b[:0]; ob.set = nil; return ob }
 
 func putOut(ob *outBuf) {
 	if cap(ob.b) <= 1<<20 {
@@ -38,6 +43,12 @@ func putOut(ob *outBuf) {
 type slink struct {
 	c   net.Conn
 	wmu sync.Mutex
+	// barrier, when set, is closed by the link's reader when the pong of a
+	// barrier ping arrives.
+	barrier atomic.Pointer[chan struct{}]
+	// retiring is set when the client closed the link: its reader no
+	// longer answers barriers (it runs retire), so nobody waits for it.
+	retiring atomic.Bool
 }
 
 func (l *slink) write(b []byte, timeout time.Duration) error {
@@ -64,14 +75,26 @@ type session struct {
 
 	queue chan *outBuf
 	done  chan struct{}
+	// sendMu is held by the writer for each batch and by a link's retirement;
+	// sentSet is the link list of the last batch (under sendMu). When the
+	// list changes, flows may move between connections, so the writer first
+	// waits for the old connections' in-flight data to be read (barrier),
+	// and inner TCP never sees a packet overtake another.
+	sendMu  sync.Mutex
+	sentSet *[]*slink
 	// lastSend is the time of the latest write (UnixNano), for the idle
 	// heartbeat.
 	lastSend atomic.Int64
 	once     sync.Once
 
-	// staged is owned by the server's TUN reader goroutine.
-	staged [maxLinks]*outBuf
-	dirty  bool
+	// mux is the client's scheduling mode (wire.Mux*), which the server
+	// follows for its direction.
+	mux uint8
+	// staged, dirty and rr are owned by the server's TUN reader goroutine.
+	staged    [maxLinks]*outBuf
+	dirty     bool
+	rr        uint32
+	stagedSet *[]*slink
 }
 
 func (ss *session) welcome(s *Server) *wire.Welcome {
@@ -114,19 +137,42 @@ func (ss *session) linkList() []*slink {
 
 // stage appends p to the batch for its link; it reports whether the session
 // had nothing staged before (so the caller flushes it once per batch).
+// Batches remember the link list they were mapped for, so the writer can
+// put a barrier where the mapping changes.
 func (ss *session) stage(p []byte) bool {
+	set := ss.links.Load()
+	first := !ss.dirty
+	if !first && set != ss.stagedSet {
+		// The connections changed within this batch: queue what was
+		// mapped for the old ones first.
+		for i, ob := range ss.staged {
+			if ob != nil {
+				ss.staged[i] = nil
+				ss.enqueue(ob)
+			}
+		}
+	}
+	ss.stagedSet = set
 	h := uint32(0)
-	if n := len(ss.linkList()); n > 1 {
-		h = engine.FlowHash(p) % uint32(n)
+	if set != nil {
+		if n := uint32(len(*set)); n > 1 {
+			switch ss.mux {
+			case wire.MuxActiveStandby:
+			case wire.MuxRoundRobin:
+				h = ss.rr % n
+				ss.rr++
+			default:
+				h = engine.FlowHash(p) % n
+			}
+		}
 	}
 	ob := ss.staged[h]
 	if ob == nil {
 		ob = getOut()
-		ob.link = h
+		ob.link, ob.set = h, set
 		ss.staged[h] = ob
 	}
 	ob.b = wire.AppendFrame(ob.b, wire.TypeData, p)
-	first := !ss.dirty
 	ss.dirty = true
 	return first
 }
@@ -174,6 +220,16 @@ func (ss *session) writer() {
 				}
 			}
 		case ob := <-ss.queue:
+			ss.sendMu.Lock()
+			if ob.set != nil && ob.set != ss.sentSet {
+				// Mapped for other connections than the last batch:
+				// flows may move, so first let the connections that
+				// carried them deliver what is in flight.
+				if old := ss.sentSet; old != nil && ss.mux != wire.MuxRoundRobin {
+					ss.waitBarriers(survivors(*old, ss.linkList()), nil, nil, time.Second)
+				}
+				ss.sentSet = ob.set
+			}
 			links := ss.linkList()
 			if shaper != nil {
 				ob.b = shaper.Pad(ob.b)
@@ -184,13 +240,134 @@ func (ss *session) writer() {
 			}
 			if len(links) > 0 {
 				l := links[ob.link%uint32(len(links))]
+				if ob.set != nil && int(ob.link) < len(*ob.set) && slices.Contains(links, (*ob.set)[ob.link]) {
+					l = (*ob.set)[ob.link]
+				}
 				if err := l.write(ob.b, 2*ss.srv.keepalive); err != nil {
 					l.c.Close()
 				}
 			}
+			ss.sendMu.Unlock()
 			putOut(ob)
 		}
 	}
+}
+
+// survivors lists the links of old that are still in cur.
+func survivors(old, cur []*slink) []*slink {
+	var out []*slink
+	for _, l := range old {
+		for _, x := range cur {
+			if x == l {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// waitBarriers sends a barrier ping on each of ls (and on own, whose reader
+// is the caller: it reads own's frames through r into b until the pong)
+// and waits at most timeout in all for the pongs.
+func (ss *session) waitBarriers(ls []*slink, own *slink, rb *ownReader, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	ping := wire.AppendFrame(nil, wire.TypePing, engine.BarrierPayload)
+	chans := make([]chan struct{}, len(ls))
+	for i, l := range ls {
+		ch := make(chan struct{})
+		// Store, then check retiring (retire sets it, then takes the
+		// channel): one of the two sees the other, so a retiring link is
+		// never waited for.
+		l.barrier.Store(&ch)
+		if l.retiring.Load() {
+			l.barrier.Store(nil)
+			continue
+		}
+		if l.write(ping, timeout) == nil {
+			chans[i] = ch
+		} else {
+			l.barrier.Store(nil)
+		}
+	}
+	if own != nil && own.write(ping, timeout) == nil {
+		rb.untilPong(deadline)
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for _, ch := range chans {
+		if ch == nil {
+			continue
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		case <-ss.done:
+			return
+		}
+	}
+}
+
+// ownReader lets a barrier read a retiring link's remaining frames.
+type ownReader struct {
+	ss *session
+	c  net.Conn
+	r  *wire.Reader
+	b  *engine.Batch
+}
+
+// untilPong routes the link's DATA until the barrier pong (or deadline or
+// error), then flushes.
+func (o *ownReader) untilPong(deadline time.Time) {
+	o.c.SetReadDeadline(deadline)
+	defer func() {
+		if o.b.Len() > 0 {
+			o.b.Flush(o.ss.srv.dev)
+		}
+	}()
+	for {
+		f, err := o.r.Next()
+		if err != nil {
+			return
+		}
+		switch f.Type {
+		case wire.TypeData:
+			o.ss.route(f.Payload, o.b)
+			if o.b.Full() {
+				o.b.Flush(o.ss.srv.dev)
+			}
+		case wire.TypePong:
+			if bytes.Equal(f.Payload, engine.BarrierPayload) {
+				return
+			}
+		}
+	}
+}
+
+// retire takes a connection the client is moving away from (it sent
+// CLOSE) out of the session without reordering: with the writer paused,
+// the link leaves the list, and barriers on it and on the others (whose
+// flows may move) make sure everything already sent is read before the
+// writer goes on.
+func (ss *session) retire(l *slink, r *wire.Reader, b *engine.Batch) {
+	if b.Len() > 0 {
+		b.Flush(ss.srv.dev)
+	}
+	// Release a writer waiting for this link's barrier (it would wait for
+	// us, while we wait for it); the barrier below covers the link.
+	l.retiring.Store(true)
+	if ch := l.barrier.Swap(nil); ch != nil {
+		close(*ch)
+	}
+	ss.sendMu.Lock()
+	defer ss.sendMu.Unlock()
+	old := ss.linkList()
+	ss.removeLink(l)
+	if ss.mux != wire.MuxRoundRobin {
+		ss.waitBarriers(survivors(old, ss.linkList()), l, &ownReader{ss: ss, c: l.c, r: r, b: b}, time.Second)
+	}
+	ss.sentSet = ss.links.Load()
 }
 
 // heartbeat sends an idle padding frame on one of the connections.
@@ -302,8 +479,19 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 			ss.route(f.Payload, b)
 		case wire.TypePing:
 			if len(f.Payload) <= 64 {
+				// Deliver what came before the ping first: the pong is
+				// the client's barrier.
+				if b.Len() > 0 {
+					b.Flush(dev)
+				}
 				if err := l.write(wire.AppendFrame(nil, wire.TypePong, f.Payload), dead); err != nil {
 					return
+				}
+			}
+		case wire.TypePong:
+			if bytes.Equal(f.Payload, engine.BarrierPayload) {
+				if ch := l.barrier.Swap(nil); ch != nil {
+					close(*ch)
 				}
 			}
 		case wire.TypePadding:
@@ -311,6 +499,7 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 				s.onPadding(len(f.Payload))
 			}
 		case wire.TypeClose:
+			ss.retire(l, r, b)
 			return
 		}
 		burstEnd := !r.FrameBuffered()

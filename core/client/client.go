@@ -158,16 +158,20 @@ func Run(ctx context.Context, o Options) (err error) {
 		maxBackoff = 32 * time.Second
 	}
 	params := engine.SessionParams{
-		Dialers:          dialers,
-		Username:         cfg.Authentication.Username,
-		Password:         cfg.Authentication.Password,
-		Parallel:         max(cfg.Connection.ParallelConnections, 1),
-		HandshakeTimeout: time.Duration(cfg.Connection.HandshakeTimeoutS) * time.Second,
-		Keepalive:        time.Duration(cfg.Connection.KeepaliveS) * time.Second,
-		ClientVersion:    o.Version,
-		Logger:           log,
-		Stats:            o.Stats,
-		Shaping:          cfg.Obfuscation.Shaping(),
+		Dialers:           dialers,
+		Username:          cfg.Authentication.Username,
+		Password:          cfg.Authentication.Password,
+		Parallel:          max(cfg.Connection.ParallelConnections, 1),
+		QUICParallel:      max(cfg.Connection.QUICParallelConnections, 1),
+		Mux:               muxMode(cfg.Connection.MuxMode),
+		MaxLifetime:       time.Duration(cfg.Connection.MaxLifetimeS) * time.Second,
+		MaxLifetimeJitter: time.Duration(cfg.Connection.MaxLifetimeJitterS) * time.Second,
+		HandshakeTimeout:  time.Duration(cfg.Connection.HandshakeTimeoutS) * time.Second,
+		Keepalive:         time.Duration(cfg.Connection.KeepaliveS) * time.Second,
+		ClientVersion:     o.Version,
+		Logger:            log,
+		Stats:             o.Stats,
+		Shaping:           cfg.Obfuscation.Shaping(),
 	}
 
 	for _, a := range []string{cfg.Network.IPv4Address, cfg.Network.IPv6Address} {
@@ -338,6 +342,17 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 		}
 	}
+}
+
+// muxMode maps [connection] mux_mode to the wire's scheduling mode.
+func muxMode(m string) uint8 {
+	switch m {
+	case "round_robin":
+		return wire.MuxRoundRobin
+	case "active_standby":
+		return wire.MuxActiveStandby
+	}
+	return wire.MuxFlow
 }
 
 // errNetChanged is the reason given when a session moves after a network

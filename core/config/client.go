@@ -14,9 +14,9 @@ var knownProtocols = []string{ProtoReality, ProtoTCPTLS, ProtoQUIC}
 
 // Validate checks every field and returns all problems joined; each is a
 // *FieldError naming the file and key. Bounds (documented in README.md "Configuration reference"):
-// parallel_connections and quic_parallel_connections 1-16, mtu 0 or
+// parallel_connections and quic_parallel_connections 1-8, mtu 0 or
 // 576-65535, connect/handshake timeouts 1-300 s, keepalive_s 0-600,
-// max_lifetime_s 0 or 30-604800, max_lifetime_jitter_s below max_lifetime_s,
+// max_lifetime_s 0 or 2-604800, max_lifetime_jitter_s below max_lifetime_s,
 // port_hopping_interval_s 0 or 1-86400, reconnect_max_backoff_s 1-3600.
 func (c *Client) Validate() error {
 	el := &errList{file: c.fileName()}
@@ -32,14 +32,14 @@ func (c *Client) Validate() error {
 		el.check("connection.sni", checkHostname(cc.SNI))
 	}
 	el.check("connection.enabled_protocols", checkProtocols(cc.EnabledProtocols))
-	el.check("connection.parallel_connections", checkRange(cc.ParallelConnections, 1, 16))
-	el.check("connection.quic_parallel_connections", checkRange(cc.QUICParallelConnections, 1, 16))
+	el.check("connection.parallel_connections", checkRange(cc.ParallelConnections, 1, 8))
+	el.check("connection.quic_parallel_connections", checkRange(cc.QUICParallelConnections, 1, 8))
 	el.check("connection.mux_mode", checkEnum(cc.MuxMode, "flow", "round_robin", "active_standby"))
 	el.check("connection.mtu", checkZeroOrRange(cc.MTU, 576, 65535))
 	el.check("connection.connect_timeout_s", checkRange(cc.ConnectTimeoutS, 1, 300))
 	el.check("connection.handshake_timeout_s", checkRange(cc.HandshakeTimeoutS, 1, 300))
 	el.check("connection.keepalive_s", checkRange(cc.KeepaliveS, 0, 600))
-	el.check("connection.max_lifetime_s", checkZeroOrRange(cc.MaxLifetimeS, 30, 604800))
+	el.check("connection.max_lifetime_s", checkZeroOrRange(cc.MaxLifetimeS, 2, 604800))
 	switch {
 	case cc.MaxLifetimeJitterS < 0:
 		el.add("connection.max_lifetime_jitter_s", "must not be negative (got %d)", cc.MaxLifetimeJitterS)

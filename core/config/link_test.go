@@ -278,7 +278,7 @@ func TestLinkErrors(t *testing.T) {
 		{"mirage://u:p@192.0.2.1:443?v=1&network.mtu", `unknown parameter "network.mtu"`},
 		{"mirage://u:p@192.0.2.1:443?v=1&connection.mtu", `parameter "connection.mtu" has no value`},
 		// Validation: the same errors as client.toml, file "link".
-		{"mirage://u:p@192.0.2.1:443?v=1&connection.parallel_connections=0", `link: [connection] parallel_connections: must be between 1 and 16 (got 0)`},
+		{"mirage://u:p@192.0.2.1:443?v=1&connection.parallel_connections=0", `link: [connection] parallel_connections: must be between 1 and 8 (got 0)`},
 		{"mirage://192.0.2.1:443?v=1", `link: [authentication] username: required`},
 		{"mirage://u@192.0.2.1:443?v=1", `link: [authentication] password: required`},
 		{"mirage://u:p@192.0.2.1?v=1", `link: connection_string: must be "host:port"`},
@@ -440,8 +440,8 @@ func randomClient(r *rand.Rand) *Client {
 	protos := slices.Clone(knownProtocols)
 	r.Shuffle(len(protos), func(i, j int) { protos[i], protos[j] = protos[j], protos[i] })
 	cc.EnabledProtocols = protos[:1+r.IntN(len(protos))]
-	cc.ParallelConnections = 1 + r.IntN(16)
-	cc.QUICParallelConnections = 1 + r.IntN(16)
+	cc.ParallelConnections = 1 + r.IntN(8)
+	cc.QUICParallelConnections = 1 + r.IntN(8)
 	cc.DualStackEnabled = maybe()
 	cc.MuxMode = pick("flow", "round_robin", "active_standby")
 	if maybe() {
@@ -451,7 +451,7 @@ func randomClient(r *rand.Rand) *Client {
 	cc.HandshakeTimeoutS = 1 + r.IntN(300)
 	cc.KeepaliveS = r.IntN(601)
 	if maybe() {
-		cc.MaxLifetimeS = 30 + r.IntN(604800-30+1)
+		cc.MaxLifetimeS = 2 + r.IntN(604800-2+1)
 		cc.MaxLifetimeJitterS = r.IntN(cc.MaxLifetimeS)
 	}
 	if maybe() {

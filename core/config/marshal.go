@@ -27,7 +27,7 @@ func (c *Client) MarshalTOML() ([]byte, error) {
 	w.str("sni", cc.SNI)
 	w.comment(`Transports tried in this order: "reality", "tcp-tls", "quic".`)
 	w.strs("enabled_protocols", cc.EnabledProtocols)
-	w.comment("Parallel TCP (reality/tcp-tls) and QUIC connections per session, 1-16.")
+	w.comment("Parallel TCP (reality/tcp-tls) and QUIC connections per session, 1-8.")
 	w.integer("parallel_connections", cc.ParallelConnections)
 	w.integer("quic_parallel_connections", cc.QUICParallelConnections)
 	w.comment("Also connect over the server's other address family.")

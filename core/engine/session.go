@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -38,9 +41,20 @@ type SessionParams struct {
 	Ticket []byte
 	// Request asks for these tunnel addresses (e.g. the previous ones).
 	Request []netip.Addr
-	// Parallel is the number of connections of the session (>= 1).
-	Parallel         int
-	HandshakeTimeout time.Duration
+	// Parallel is the number of connections of the session (>= 1). A
+	// connection that dies is replaced in the background (with backoff);
+	// the session lives as long as one connection does.
+	Parallel int
+	// QUICParallel, when set, replaces Parallel if the session runs on the
+	// "quic" transport (quic_parallel_connections).
+	QUICParallel int
+	// Mux is the scheduling mode over the connections (wire.MuxFlow,
+	// MuxRoundRobin or MuxActiveStandby), announced to the server.
+	Mux uint8
+	// MaxLifetime, when set, rotates each connection after MaxLifetime ±
+	// MaxLifetimeJitter, make-before-break.
+	MaxLifetime, MaxLifetimeJitter time.Duration
+	HandshakeTimeout               time.Duration
 	// Keepalive overrides the server's interval when non-zero.
 	Keepalive     time.Duration
 	ClientVersion string
@@ -65,9 +79,20 @@ type Session struct {
 	ZeroRTT bool
 
 	// links is copy-on-write: the sender and the keepalive read it without
-	// a lock; Hop replaces it under mu.
-	links     atomic.Pointer[[]*link]
-	mu        sync.Mutex
+	// a lock; changes happen under mu.
+	links  atomic.Pointer[linkSet]
+	mu     sync.Mutex
+	dialer Dialer // for replacements and rotation (the last hop's)
+	kick   chan struct{}
+	// sendMu is held by send for each batch; a rotation holds it while it
+	// moves traffic to the new connection, so no packet overtakes the old
+	// connection's tail.
+	sendMu sync.Mutex
+	rr     uint32 // round-robin cursor, under sendMu
+	// sentSet is the link set of the last batch (under sendMu): when it
+	// changes, flows may move, so send first waits for what is in flight
+	// on the old connections to be read (barrier).
+	sentSet   *linkSet
 	dev       tundev.Device // set by Start
 	params    SessionParams
 	log       *slog.Logger
@@ -86,9 +111,18 @@ type Session struct {
 
 // link is one connection of a session.
 type link struct {
-	c   Conn
-	r   *wire.Reader
-	wmu sync.Mutex
+	c        Conn
+	r        *wire.Reader
+	proto    string
+	born     time.Time
+	rotateAt atomic.Int64  // UnixNano when it is due for rotation (0: never)
+	rtt      atomic.Int64  // last keepalive RTT, nanoseconds
+	lastRecv atomic.Int64  // UnixNano of the last frame received
+	tx, rx   atomic.Uint64 // bytes of DATA frames
+	// barrier, when set, is closed when the pong of a barrier ping comes
+	// back: everything sent before it has been read by the server.
+	barrier atomic.Pointer[chan struct{}]
+	wmu     sync.Mutex
 	// out is the batch being assembled by the single sending goroutine.
 	out []byte
 	// retired is set before a link is closed on purpose (a hop): its end
@@ -123,6 +157,7 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 	hello := &wire.Hello{
 		Username: p.Username, Password: p.Password, Ticket: p.Ticket,
 		Request: p.Request, MaxFrame: wire.MaxPayload, ClientVersion: p.ClientVersion,
+		Mux: p.Mux,
 	}
 	var errs []error
 	for _, d := range p.Dialers {
@@ -146,11 +181,14 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 		if st == nil {
 			st = &Stats{}
 		}
+		if d.Protocol() == "quic" && p.QUICParallel > 0 {
+			p.Parallel = p.QUICParallel
+		}
 		s := &Session{
 			Welcome: w, Protocol: d.Protocol(), log: log, stats: st,
-			params: p, done: make(chan struct{}),
+			params: p, done: make(chan struct{}), dialer: d, kick: make(chan struct{}, 1),
 		}
-		s.setLinks([]*link{newLink(c, r)})
+		s.setLinks([]*link{s.newLink(c, r, d)})
 		if p.Shaping != nil {
 			s.shaper = shaping.New(*p.Shaping)
 		}
@@ -164,11 +202,17 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 		if s.keepalive <= 0 {
 			s.keepalive = 25 * time.Second
 		}
+		// Extra connections: a failure here is not fatal, the replenisher
+		// keeps trying once the session runs.
 		for i := 1; i < p.Parallel; i++ {
 			l, err := s.join(ctx, d, p)
 			if err != nil {
-				s.Close()
-				return nil, fmt.Errorf("join connection %d: %w", i+1, err)
+				if errors.Is(err, ErrRejected) || ctx.Err() != nil {
+					s.Close()
+					return nil, fmt.Errorf("join connection %d: %w", i+1, err)
+				}
+				log.Warn("extra connection failed; will retry", "n", i+1, "err", err)
+				break
 			}
 			s.setLinks(append(s.linkList(), l))
 		}
@@ -192,6 +236,7 @@ func (s *Session) join(ctx context.Context, d Dialer, p SessionParams) (*link, e
 	h := &wire.Hello{
 		Username: p.Username, Password: p.Password, Ticket: s.Welcome.Ticket,
 		Join: &wire.Join{SessionID: s.Welcome.SessionID, Proof: proof}, MaxFrame: wire.MaxPayload,
+		Mux: p.Mux,
 	}
 	w, r, err := ClientHandshake(ctx, c, h, p.HandshakeTimeout)
 	if err != nil {
@@ -202,69 +247,312 @@ func (s *Session) join(ctx context.Context, d Dialer, p SessionParams) (*link, e
 		c.Close()
 		return nil, errors.New("server answered the join with another session")
 	}
-	return newLink(c, r), nil
+	return s.newLink(c, r, d), nil
 }
 
-func newLink(c Conn, r *wire.Reader) *link { return &link{c: c, r: r, done: make(chan struct{})} }
+func (s *Session) newLink(c Conn, r *wire.Reader, d Dialer) *link {
+	now := time.Now()
+	l := &link{c: c, r: r, proto: d.Protocol(), born: now, done: make(chan struct{})}
+	l.lastRecv.Store(now.UnixNano())
+	if m := s.params.MaxLifetime; m > 0 {
+		if j := s.params.MaxLifetimeJitter; j > 0 {
+			m += time.Duration(mrand.Int64N(int64(2*j)+1)) - j
+		}
+		l.rotateAt.Store(now.Add(max(m, time.Second)).UnixNano())
+	}
+	return l
+}
 
 func (s *Session) linkList() []*link {
 	if p := s.links.Load(); p != nil {
-		return *p
+		return p.links
 	}
 	return nil
 }
 
-func (s *Session) setLinks(ls []*link) { s.links.Store(&ls) }
+func (s *Session) setLinks(ls []*link) { s.links.Store(newLinkSet(ls)) }
 
-// Hop moves the session to a new connection from d, make-before-break: the
-// new connection joins the session (proof bound to it), starts carrying
-// traffic, and only then is the oldest one retired — told with a CLOSE
-// frame, given up to drain to finish, then closed. Addresses, the TUN and
-// inner connections are untouched. It is used for QUIC port hopping and
-// connection rotation. Only after Start.
+// Hop moves the session to a new connection from d, make-before-break (see
+// replace); the oldest connection is the one replaced, and d is used for
+// later replacements too. Addresses, the TUN and inner connections are
+// untouched. It is used for QUIC port hopping. Only after Start.
 func (s *Session) Hop(ctx context.Context, d Dialer, drain time.Duration) error {
+	ls := s.linkList()
+	if len(ls) == 0 {
+		return errors.New("session ended")
+	}
+	if err := s.replace(ctx, ls[0], d, drain); err != nil {
+		return fmt.Errorf("hop: %w", err)
+	}
+	s.mu.Lock()
+	s.dialer = d
+	s.mu.Unlock()
+	return nil
+}
+
+// replace swaps victim for a new connection from d, make-before-break: the
+// new connection joins the session (proof bound to it) and starts
+// receiving; then, with sending paused, a barrier ping goes out on the
+// victim and traffic moves to the new connection (in the victim's slot, so
+// flows stay where they were) once its pong is back — by then the server
+// has read everything sent on the victim, so nothing sent later overtakes
+// it. The victim is told with a CLOSE frame, given up to drain to deliver
+// what the server still sends on it, and closed.
+func (s *Session) replace(ctx context.Context, victim *link, d Dialer, drain time.Duration) error {
 	select {
 	case <-s.done:
 		return errors.New("session ended")
 	default:
 	}
-	l, err := s.join(ctx, d, s.params)
+	nl, err := s.join(ctx, d, s.params)
 	if err != nil {
-		return fmt.Errorf("hop: %w", err)
+		return err
 	}
 	s.mu.Lock()
 	select {
 	case <-s.done:
 		s.mu.Unlock()
-		l.c.Close()
+		nl.c.Close()
 		return errors.New("session ended")
 	default:
 	}
+	go s.receive(nl, s.dev)
+	s.mu.Unlock()
+
+	s.sendMu.Lock()
+	s.waitBarriers([]*link{victim}, min(drain, time.Second))
+	s.mu.Lock()
 	old := s.linkList()
-	var victim *link
-	rest := make([]*link, 0, len(old))
-	for i, x := range old {
-		if i == 0 {
-			victim = x
+	ls := make([]*link, 0, len(old)+1)
+	found := false
+	for _, x := range old {
+		if x == victim {
+			x, found = nl, true
+		}
+		ls = append(ls, x)
+	}
+	if !found { // the victim died meanwhile: the new one is a replacement
+		ls = append(ls, nl)
+	}
+	victim.retired.Store(true)
+	s.setLinks(ls)
+	// The other connections keep their slots: no barrier needed for them.
+	s.sentSet = s.links.Load()
+	s.mu.Unlock()
+	s.sendMu.Unlock()
+
+	victim.c.SetWriteDeadline(time.Now().Add(time.Second))
+	victim.write(wire.AppendClose(nil, wire.CloseNormal, "moved"))
+	select {
+	case <-victim.done: // the server closed it after the CLOSE
+	case <-time.After(drain):
+	case <-s.done:
+	}
+	victim.c.Close()
+	return nil
+}
+
+// BarrierPayload is the payload of a barrier ping. Both ends answer a ping
+// only after delivering the packets read before it, so its pong proves the
+// connection's earlier data has been delivered (see waitBarriers).
+var BarrierPayload = []byte("mirage-barrier")
+
+// waitBarriers sends a barrier ping on each of ls and waits (at most
+// timeout in all) for their pongs: the peer answers a ping only after it
+// has delivered every packet read before it, so afterwards nothing sent
+// elsewhere can overtake what was sent on ls.
+func (s *Session) waitBarriers(ls []*link, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	chans := make([]chan struct{}, len(ls))
+	for i, l := range ls {
+		ch := make(chan struct{})
+		chans[i] = ch
+		l.barrier.Store(&ch)
+		l.c.SetWriteDeadline(deadline)
+		err := l.write(wire.AppendFrame(nil, wire.TypePing, BarrierPayload))
+		l.c.SetWriteDeadline(time.Time{})
+		if err != nil {
+			l.barrier.Store(nil)
+			chans[i] = nil
+		}
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for i, ch := range chans {
+		if ch == nil {
 			continue
 		}
-		rest = append(rest, x)
-	}
-	s.setLinks(append(rest, l))
-	go s.receive(l, s.dev)
-	s.mu.Unlock()
-	if victim != nil {
-		victim.retired.Store(true)
-		victim.c.SetWriteDeadline(time.Now().Add(time.Second))
-		victim.write(wire.AppendClose(nil, wire.CloseNormal, "moved"))
 		select {
-		case <-victim.done: // the server closed it after the CLOSE
-		case <-time.After(drain):
-		case <-s.done:
+		case <-ch:
+		case <-ls[i].done:
+		case <-t.C:
+			return
 		}
-		victim.c.Close()
 	}
-	return nil
+}
+
+// linkDown takes a failed connection out of the session: its traffic moves
+// to the others at once and the replenisher dials a replacement. The
+// session fails only with its last connection.
+func (s *Session) linkDown(l *link, err error) {
+	s.mu.Lock()
+	old := s.linkList()
+	ls := make([]*link, 0, len(old))
+	for _, x := range old {
+		if x != l {
+			ls = append(ls, x)
+		}
+	}
+	if len(ls) == len(old) { // already gone (retired or reported twice)
+		s.mu.Unlock()
+		return
+	}
+	if len(ls) == 0 {
+		s.mu.Unlock()
+		s.fail(err)
+		return
+	}
+	s.setLinks(ls)
+	s.mu.Unlock()
+	l.c.Close()
+	s.log.Warn("connection lost; traffic moved to the others", "local", l.c.LocalAddr().String(),
+		"remote", l.c.RemoteAddr().String(), "left", len(ls), "err", err)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// replenish keeps the session at Parallel connections: after a loss it
+// dials replacements, backing off from 1 s to 30 s while they fail.
+func (s *Session) replenish() {
+	backoff := time.Second
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.kick:
+		}
+		for len(s.linkList()) < s.params.Parallel {
+			s.mu.Lock()
+			d := s.dialer
+			s.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), s.params.HandshakeTimeout)
+			go func() {
+				select {
+				case <-s.done:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			l, err := s.join(ctx, d, s.params)
+			cancel()
+			if err != nil {
+				s.log.Warn("replacement connection failed", "retry_in", backoff, "err", err)
+				select {
+				case <-s.done:
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 30*time.Second)
+				continue
+			}
+			backoff = time.Second
+			s.mu.Lock()
+			select {
+			case <-s.done:
+				s.mu.Unlock()
+				l.c.Close()
+				return
+			default:
+			}
+			s.setLinks(append(append([]*link(nil), s.linkList()...), l))
+			go s.receive(l, s.dev)
+			n := len(s.linkList())
+			s.mu.Unlock()
+			s.log.Info("connection added", "local", l.c.LocalAddr().String(), "remote", l.c.RemoteAddr().String(), "connections", n)
+		}
+	}
+}
+
+// rotate replaces each connection when it reaches its lifetime.
+func (s *Session) rotate() {
+	t := time.NewTicker(min(s.params.MaxLifetime/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		for _, l := range s.linkList() {
+			if at := l.rotateAt.Load(); at == 0 || time.Now().UnixNano() < at {
+				continue
+			}
+			s.mu.Lock()
+			d := s.dialer
+			s.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), s.params.HandshakeTimeout)
+			err := s.replace(ctx, l, d, 2*time.Second)
+			cancel()
+			if err != nil {
+				s.log.Warn("connection rotation failed; keeping the old one a while longer", "err", err)
+				l.rotateAt.Store(time.Now().Add(5 * time.Second).UnixNano()) // retry
+				continue
+			}
+			s.log.Info("connection rotated", "age", time.Since(l.born).Round(time.Second), "local", s.LocalAddrs())
+		}
+	}
+}
+
+// barrierMoved runs before the first batch on a changed set of connections:
+// the connections of old that survive in set may have carried flows that
+// now move (the slot table was rebuilt, or the primary changed), so their
+// in-flight data must be read before anything goes out on the new mapping.
+// Round-robin does not order packets across connections and skips this.
+func (s *Session) barrierMoved(old, set *linkSet) {
+	var alive []*link
+	for _, l := range old.links {
+		for _, x := range set.links {
+			if x == l {
+				alive = append(alive, l)
+				break
+			}
+		}
+	}
+	if len(alive) > 0 {
+		s.waitBarriers(alive, time.Second)
+	}
+}
+
+// LinkInfo describes one connection of a session.
+type LinkInfo struct {
+	Transport     string
+	Local, Remote string
+	Family        string // "ipv4" or "ipv6"
+	RTT           time.Duration
+	TxBytes       uint64 // DATA sent on it
+	RxBytes       uint64
+	Age           time.Duration
+}
+
+// Links describes the session's connections, primary first.
+func (s *Session) Links() []LinkInfo {
+	var out []LinkInfo
+	for _, l := range s.linkList() {
+		fam := "ipv4"
+		if ua, ok := l.c.RemoteAddr().(interface{ AddrPort() netip.AddrPort }); ok && !ua.AddrPort().Addr().Unmap().Is4() {
+			fam = "ipv6"
+		} else if ta, ok := l.c.RemoteAddr().(*net.TCPAddr); ok && ta.IP.To4() == nil {
+			fam = "ipv6"
+		}
+		out = append(out, LinkInfo{
+			Transport: l.proto, Local: l.c.LocalAddr().String(), Remote: l.c.RemoteAddr().String(),
+			Family: fam, RTT: time.Duration(l.rtt.Load()), TxBytes: l.tx.Load(), RxBytes: l.rx.Load(),
+			Age: time.Since(l.born),
+		})
+	}
+	return out
 }
 
 // LocalAddrs lists the local addresses of the session's connections.
@@ -327,6 +615,15 @@ func (s *Session) Start(dev tundev.Device) {
 	}
 	s.mu.Unlock()
 	go s.keepaliveLoop()
+	if s.params.Parallel > 1 {
+		go s.replenish()
+		if len(s.linkList()) < s.params.Parallel {
+			s.kick <- struct{}{}
+		}
+	}
+	if s.params.MaxLifetime > 0 {
+		go s.rotate()
+	}
 	if s.shaper != nil {
 		s.lastSend.Store(time.Now().UnixNano())
 		go shaping.Heartbeats(s.done, s.shaper.Clone(), &s.lastSend, s.heartbeat)
@@ -342,33 +639,48 @@ func (s *Session) heartbeat(f []byte) {
 	l := links[int(time.Now().UnixNano()/1000)%len(links)]
 	l.c.SetWriteDeadline(time.Now().Add(2 * s.keepalive))
 	if err := l.write(f); err != nil && !l.retired.Load() {
-		s.fail(fmt.Errorf("heartbeat: %w", err))
+		go s.linkDown(l, fmt.Errorf("heartbeat: %w", err))
 		return
 	}
 	l.c.SetWriteDeadline(time.Time{})
 }
 
+// keepaliveLoop pings every connection each half keepalive interval.
+// With more than one connection, one that has been silent for 1.5
+// intervals is declared dead (its traffic moves to the others): a failover
+// within 2 intervals. A lone connection is left to its read deadline (3
+// intervals), after which the session reconnects. Round-robin weights
+// follow the measured RTTs at each tick.
 func (s *Session) keepaliveLoop() {
-	t := time.NewTicker(s.keepalive)
+	t := time.NewTicker(s.keepalive / 2)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.done:
 			return
-		case <-t.C:
+		case now := <-t.C:
 			var p [8]byte
-			binary.BigEndian.PutUint64(p[:], uint64(time.Now().UnixNano()))
+			binary.BigEndian.PutUint64(p[:], uint64(now.UnixNano()))
 			f := wire.AppendFrame(nil, wire.TypePing, p[:])
-			for _, l := range s.linkList() {
-				l.c.SetWriteDeadline(time.Now().Add(2 * s.keepalive))
+			ls := s.linkList()
+			for _, l := range ls {
+				if len(ls) > 1 && now.Sub(time.Unix(0, l.lastRecv.Load())) > 3*s.keepalive/2 {
+					go s.linkDown(l, errors.New("no answer to keepalives"))
+					continue
+				}
+				l.c.SetWriteDeadline(now.Add(2 * s.keepalive))
 				if err := l.write(f); err != nil {
-					if l.retired.Load() {
-						continue
+					if !l.retired.Load() {
+						go s.linkDown(l, fmt.Errorf("keepalive: %w", err))
 					}
-					s.fail(fmt.Errorf("keepalive: %w", err))
-					return
+					continue
 				}
 				l.c.SetWriteDeadline(time.Time{})
+			}
+			if s.params.Mux == wire.MuxRoundRobin && len(ls) > 1 {
+				s.mu.Lock()
+				s.setLinks(s.linkList())
+				s.mu.Unlock()
 			}
 		}
 	}
@@ -392,7 +704,7 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 			if l.retired.Load() {
 				return // hopped away from
 			}
-			s.fail(fmt.Errorf("connection lost: %w", err))
+			s.linkDown(l, fmt.Errorf("connection lost: %w", err))
 			return
 		}
 		switch f.Type {
@@ -404,9 +716,14 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 			}
 		case wire.TypePing:
 			if len(f.Payload) <= 64 {
+				// Deliver what came before the ping first: the pong is
+				// the peer's barrier (see waitBarriers).
+				if b.Len() > 0 {
+					b.Flush(dev)
+				}
 				if err := l.write(wire.AppendFrame(nil, wire.TypePong, f.Payload)); err != nil {
 					if !l.retired.Load() {
-						s.fail(err)
+						s.linkDown(l, err)
 					}
 					return
 				}
@@ -419,8 +736,13 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 			if len(f.Payload) == 8 {
 				sent := int64(binary.BigEndian.Uint64(f.Payload))
 				if d := time.Now().UnixNano() - sent; d > 0 {
+					l.rtt.Store(d)
 					s.rtt.Store(d)
 					s.stats.RTT.Store(d)
+				}
+			} else if bytes.Equal(f.Payload, BarrierPayload) {
+				if ch := l.barrier.Swap(nil); ch != nil {
+					close(*ch)
 				}
 			}
 		case wire.TypeClose:
@@ -441,8 +763,11 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 		if burstEnd {
 			s.stats.RxPackets.Add(rxPackets)
 			s.stats.RxBytes.Add(rxBytes)
+			l.rx.Add(rxBytes)
 			rxPackets, rxBytes = 0, 0
-			if now := time.Now(); now.Sub(lastDeadline) > time.Second {
+			now := time.Now()
+			l.lastRecv.Store(now.UnixNano())
+			if now.Sub(lastDeadline) > time.Second {
 				lastDeadline = now
 				l.c.SetReadDeadline(now.Add(dead))
 			}
@@ -451,7 +776,10 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 }
 
 // send frames a batch of packets read from the TUN and writes one buffer per
-// connection. Only the Tunnel's reader goroutine calls it.
+// connection, the connection of each packet chosen by the scheduler. Only
+// the Tunnel's reader goroutine calls it. A write that fails takes its
+// connection out of the session and goes again on another one (inner TCP
+// may see a duplicate, never a hole).
 func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 	select {
 	case <-s.done:
@@ -459,15 +787,20 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 		return
 	default:
 	}
-	links := s.linkList()
-	nl := len(links)
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	set := s.links.Load()
+	if set != s.sentSet {
+		if old := s.sentSet; old != nil && s.params.Mux != wire.MuxRoundRobin {
+			s.barrierMoved(old, set)
+		}
+		s.sentSet = set
+	}
+	links := set.links
 	var txBytes uint64
 	for i := 0; i < n; i++ {
 		p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
-		l := links[0]
-		if nl > 1 {
-			l = links[FlowHash(p)%uint32(nl)]
-		}
+		l := set.pick(s.params.Mux, p, &s.rr)
 		l.out = wire.AppendFrame(l.out, wire.TypeData, p)
 		txBytes += uint64(len(p))
 	}
@@ -491,17 +824,19 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 			continue
 		}
 		err := l.write(l.out)
+		if err == nil {
+			l.tx.Add(uint64(len(l.out)))
+		} else if !l.retired.Load() {
+			s.linkDown(l, fmt.Errorf("connection lost: %w", err))
+			if rest := s.linkList(); len(rest) > 0 && rest[0] != l {
+				rest[0].write(l.out) // best effort; its own failure is found later
+			}
+		}
+		// else: moved away from meanwhile; lost like on a dropped path
 		if cap(l.out) > 4<<20 {
 			l.out = nil
 		} else {
 			l.out = l.out[:0]
-		}
-		if err != nil {
-			if l.retired.Load() {
-				continue // hopped away from meanwhile; the packets are lost like on a dropped path
-			}
-			s.fail(fmt.Errorf("connection lost: %w", err))
-			return
 		}
 	}
 }

@@ -22,6 +22,7 @@ const (
 	helloMaxFrame  = 6
 	helloCaps      = 7
 	helloClientVer = 8
+	helloMux       = 9
 )
 
 // Welcome TLV tags.
@@ -50,6 +51,14 @@ const (
 	MaxAddrs      = 2
 )
 
+// Multipath scheduling modes a client announces in Hello.Mux, so the
+// server spreads its direction the same way.
+const (
+	MuxFlow          uint8 = 0 // the inner 5-tuple picks the connection
+	MuxRoundRobin    uint8 = 1 // per packet
+	MuxActiveStandby uint8 = 2 // one connection carries traffic
+)
+
 // Capability bits in Hello.
 const (
 	CapDatagrams uint32 = 1 << 0
@@ -68,6 +77,8 @@ type Hello struct {
 	MaxFrame      uint16
 	Caps          uint32
 	ClientVersion string
+	// Mux is the client's scheduling mode (MuxFlow when absent).
+	Mux uint8
 }
 
 // Join proves the right to add a connection to a session.
@@ -141,6 +152,9 @@ func (h *Hello) Marshal() ([]byte, error) {
 	}
 	if h.Caps != 0 {
 		b = appendTLV(b, helloCaps, binary.BigEndian.AppendUint32(nil, h.Caps))
+	}
+	if h.Mux != MuxFlow {
+		b = appendTLV(b, helloMux, []byte{h.Mux})
 	}
 	if h.ClientVersion != "" {
 		v := h.ClientVersion
@@ -268,6 +282,11 @@ func UnmarshalHello(p []byte) (*Hello, error) {
 				return errors.New("capabilities: want 4 bytes")
 			}
 			h.Caps = binary.BigEndian.Uint32(v)
+		case helloMux:
+			if len(v) != 1 || v[0] > MuxActiveStandby {
+				return fmt.Errorf("mux mode %x: want one byte 0-2", v)
+			}
+			h.Mux = v[0]
 		case helloClientVer:
 			if len(v) > 64 || !utf8.Valid(v) {
 				return errors.New("client version: bad string")

@@ -14,7 +14,7 @@ func sampleHello() *Hello {
 		Username: "alice", Password: "correct horse", Ticket: []byte{1, 2, 3},
 		Join:     &Join{SessionID: [16]byte{9}, Proof: [32]byte{7}},
 		Request:  []netip.Addr{netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("fd00::7")},
-		MaxFrame: 65535, Caps: CapDatagrams, ClientVersion: "mirage/0.1",
+		MaxFrame: 65535, Caps: CapDatagrams, ClientVersion: "mirage/0.1", Mux: MuxActiveStandby,
 	}
 }
 
@@ -72,6 +72,8 @@ func TestHelloErrors(t *testing.T) {
 		"trunc value":  {Version, 1, 0, 5, 'a'},
 		"join size":    append([]byte{Version, 1, 0, 1, 'a', helloJoin, 0, 1}, 0),
 		"dup username": append(append([]byte{}, good...), 1, 0, 1, 'b'),
+		"mux mode 3":   {Version, 1, 0, 1, 'a', helloMux, 0, 1, 3},
+		"mux size":     {Version, 1, 0, 1, 'a', helloMux, 0, 2, 0, 0},
 	}
 	for name, b := range cases {
 		if _, err := UnmarshalHello(b); err == nil {
