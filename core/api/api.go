@@ -76,7 +76,22 @@ type Status struct {
 	LastHandshake time.Time `json:"last_handshake,omitzero"`
 	NextRetry     time.Time `json:"next_retry,omitzero"` // when Reconnecting
 	Stats         Stats     `json:"stats"`
-	HelperVersion string    `json:"helper_version,omitempty"`
+	// Connections are the session's transport connections (multipath),
+	// primary first; only while connected.
+	Connections   []Connection `json:"connections,omitempty"`
+	HelperVersion string       `json:"helper_version,omitempty"`
+}
+
+// Connection is one transport connection of the session.
+type Connection struct {
+	Transport string  `json:"transport"`
+	Local     string  `json:"local"`
+	Remote    string  `json:"remote"`
+	Family    string  `json:"family"` // ipv4 | ipv6
+	RTTMillis float64 `json:"rtt_ms,omitempty"`
+	TxBytes   uint64  `json:"tx_bytes"`
+	RxBytes   uint64  `json:"rx_bytes"`
+	AgeSecs   float64 `json:"age_s"`
 }
 
 // Profile is a stored client profile.

@@ -60,6 +60,8 @@ type Event struct {
 	Server    string        // the address dialed
 	Err       error         // why, when Reconnecting/Disconnected
 	NextRetry time.Duration // when Reconnecting
+	// Links, when Connected, describes the session's connections live.
+	Links func() []engine.LinkInfo
 }
 
 // Options are the client's parts.
@@ -319,7 +321,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		} else if hop > 0 && sess.Protocol == config.ProtoQUIC {
 			log.Warn("port hopping is on but the server advertises no QUIC ports; not hopping")
 		}
-		emit(Event{State: Connected, Welcome: w, Protocol: sess.Protocol, Server: target.String(), ZeroRTT: sess.ZeroRTT, MTU: mtu})
+		emit(Event{State: Connected, Welcome: w, Protocol: sess.Protocol, Server: target.String(), ZeroRTT: sess.ZeroRTT, MTU: mtu, Links: sess.Links})
 
 		select {
 		case <-ctx.Done():

@@ -91,6 +91,7 @@ type session struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	stats   *engine.Stats
+	links   func() []engine.LinkInfo // while connected
 
 	// Rate sampling (under Daemon.mu).
 	lastTx, lastRx uint64
@@ -147,6 +148,15 @@ func (d *Daemon) statusLocked() api.Status {
 		c := d.cur.stats
 		s.Stats.TxBytes, s.Stats.RxBytes = c.TxBytes.Load(), c.RxBytes.Load()
 		s.Stats.TxPackets, s.Stats.RxPackets = c.TxPackets.Load(), c.RxPackets.Load()
+		if d.cur.links != nil && s.State == api.Connected {
+			for _, l := range d.cur.links() {
+				s.Connections = append(s.Connections, api.Connection{
+					Transport: l.Transport, Local: l.Local, Remote: l.Remote, Family: l.Family,
+					RTTMillis: float64(l.RTT.Microseconds()) / 1000, TxBytes: l.TxBytes, RxBytes: l.RxBytes,
+					AgeSecs: l.Age.Seconds(),
+				})
+			}
+		}
 	}
 	s.HelperVersion = d.opts.Version
 	return s
@@ -315,6 +325,7 @@ func (d *Daemon) onEvent(cur *session, e client.Event) {
 	case client.Connecting:
 		d.setLocked(func(s *api.Status) { s.State = api.Connecting })
 	case client.Connected:
+		cur.links = e.Links
 		d.setLocked(func(s *api.Status) {
 			s.State = api.Connected
 			s.Error = nil
@@ -333,6 +344,7 @@ func (d *Daemon) onEvent(cur *session, e client.Event) {
 			s.LastHandshake = now
 		})
 	case client.Reconnecting:
+		cur.links = nil
 		d.setLocked(func(s *api.Status) {
 			s.State = api.Reconnecting
 			s.NextRetry = now.Add(e.NextRetry)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/api"
 	"github.com/mirage-vpn/mirage/core/client"
+	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/netcfg"
 	"github.com/mirage-vpn/mirage/core/tundev"
@@ -81,7 +82,11 @@ func (f *fakeRun) run(ctx context.Context, o client.Options) error {
 		return f.fail
 	}
 	connected := func() {
-		o.OnEvent(client.Event{State: client.Connected, Welcome: welcome, Protocol: "tcp-tls", Server: "192.0.2.1:443"})
+		o.OnEvent(client.Event{State: client.Connected, Welcome: welcome, Protocol: "tcp-tls", Server: "192.0.2.1:443",
+			Links: func() []engine.LinkInfo {
+				return []engine.LinkInfo{{Transport: "tcp-tls", Local: "192.0.2.2:40000", Remote: "192.0.2.1:443",
+					Family: "ipv4", RTT: 1500 * time.Microsecond, TxBytes: 10, RxBytes: 20, Age: 3 * time.Second}}
+			}})
 		f.running <- struct{}{}
 	}
 	if f.hold != nil {
@@ -198,6 +203,10 @@ func TestStateMachine(t *testing.T) {
 	s := waitFor(t, d, "connected", inState(api.Connected))
 	if s.Profile != "home" || s.Transport != "tcp-tls" || s.Server != "192.0.2.1:443" {
 		t.Errorf("connected status %+v", s)
+	}
+	if len(s.Connections) != 1 || s.Connections[0] != (api.Connection{Transport: "tcp-tls", Local: "192.0.2.2:40000",
+		Remote: "192.0.2.1:443", Family: "ipv4", RTTMillis: 1.5, TxBytes: 10, RxBytes: 20, AgeSecs: 3}) {
+		t.Errorf("connections %+v", s.Connections)
 	}
 	if strings.Join(s.Addresses, ",") != "192.0.2.2/24,fd00::2/64" {
 		t.Errorf("addresses %v", s.Addresses)
