@@ -553,6 +553,11 @@ func (s *Server) newSession(h *wire.Hello) (*session, error) {
 		defer s.wg.Done()
 		ss.writer()
 	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ss.liveness()
+	}()
 	if s.shaping != nil && s.shaping.Heartbeat > 0 {
 		ss.lastSend.Store(time.Now().UnixNano())
 		s.wg.Add(1)

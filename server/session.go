@@ -46,6 +46,8 @@ type slink struct {
 	// barrier, when set, is closed by the link's reader when the pong of a
 	// barrier ping arrives.
 	barrier atomic.Pointer[chan struct{}]
+	// lastRecv is when a frame last arrived (UnixNano), for liveness.
+	lastRecv atomic.Int64
 	// retiring is set when the client closed the link: its reader no
 	// longer answers barriers (it runs retire), so nobody waits for it.
 	retiring atomic.Bool
@@ -102,6 +104,7 @@ func (ss *session) welcome(s *Server) *wire.Welcome {
 		SessionID: ss.id, JoinKey: ss.joinKey, ServerAddrs: s.serverAddrs,
 		MTU: uint16(s.cfg.MTU), DNS: s.dns, Routes: s.routes,
 		Keepalive: uint16(s.keepalive / time.Second), MaxFrame: wire.MaxPayload,
+		PublicAddrs: s.cfg.PublicAddrs(),
 	}
 	if s.cfg.QUIC.Enabled {
 		lo, hi := s.cfg.QUICPorts()
@@ -370,6 +373,34 @@ func (ss *session) retire(l *slink, r *wire.Reader, b *engine.Batch) {
 	ss.sentSet = ss.links.Load()
 }
 
+// liveness closes, in a session with several connections, one that has
+// received nothing (not even the client's keepalive pings, sent every half
+// interval) for 1.5 keepalive intervals: its flows move to the others and
+// a writer blocked on it is released. A lone connection is left to its
+// read deadline.
+func (ss *session) liveness() {
+	k := ss.srv.keepalive
+	t := time.NewTicker(k / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ss.done:
+			return
+		case now := <-t.C:
+			ls := ss.linkList()
+			if len(ls) < 2 {
+				continue
+			}
+			for _, l := range ls {
+				if now.Sub(time.Unix(0, l.lastRecv.Load())) > 3*k/2 {
+					ss.srv.log.Info("connection silent; dropping it", "user", ss.user, "remote", l.c.RemoteAddr().String())
+					l.c.Close()
+				}
+			}
+		}
+	}
+}
+
 // heartbeat sends an idle padding frame on one of the connections.
 func (ss *session) heartbeat(f []byte) {
 	links := ss.linkList()
@@ -383,6 +414,7 @@ func (ss *session) heartbeat(f []byte) {
 }
 
 func (ss *session) addLink(l *slink) bool {
+	l.lastRecv.Store(time.Now().UnixNano())
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	select {
@@ -510,7 +542,9 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 		}
 		// The liveness deadline moves once per burst, not per frame.
 		if burstEnd {
-			if now := time.Now(); now.Sub(last) > time.Second {
+			now := time.Now()
+			l.lastRecv.Store(now.UnixNano())
+			if now.Sub(last) > time.Second {
 				last = now
 				c.SetReadDeadline(now.Add(dead))
 			}

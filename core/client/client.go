@@ -176,6 +176,42 @@ func Run(ctx context.Context, o Options) (err error) {
 		Shaping:           cfg.Obfuscation.Shaping(),
 	}
 
+	// Dual stack: a second path over the server's other address family,
+	// from DNS or, for a profile with an address, from the Welcome. Such an
+	// address joins the bypass routes and the kill switch's allowed servers
+	// (pathAddrs) when the network is configured.
+	var pathAddrs []netip.Addr
+	if cfg.Connection.DualStackEnabled && o.Dialers == nil {
+		params.PathDialers = func(proto string, w *wire.Welcome) []engine.Dialer {
+			var other netip.Addr
+			for _, a := range append(slices.Clone(servers), w.PublicAddrs...) {
+				if a.Is4() != target.Addr().Is4() {
+					other = a
+					break
+				}
+			}
+			if !other.IsValid() {
+				log.Warn("dual_stack_enabled, but the server has no address of the other family (DNS or its public_addresses)")
+				return nil
+			}
+			if !slices.Contains(servers, other) && !slices.Contains(pathAddrs, other) {
+				pathAddrs = append(pathAddrs, other)
+			}
+			ds, err := dialersWith(cfg, netip.AddrPortFrom(other, uint16(port)), log, o.DialControl)
+			if err != nil {
+				log.Warn("dual stack", "err", err)
+				return nil
+			}
+			for _, d := range ds {
+				if d.Protocol() == proto {
+					log.Info("dual stack: second path", "server", netip.AddrPortFrom(other, uint16(port)))
+					return []engine.Dialer{d}
+				}
+			}
+			return nil
+		}
+	}
+
 	for _, a := range []string{cfg.Network.IPv4Address, cfg.Network.IPv6Address} {
 		if ip, err := netip.ParseAddr(a); err == nil {
 			params.Request = append(params.Request, ip.Unmap())
@@ -282,7 +318,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 		name, _ := dev.Name()
 		mtu, _ := dev.MTU()
-		nc, err := netConfig(cfg, w, name, mtu, servers)
+		nc, err := netConfig(cfg, w, name, mtu, append(slices.Clone(servers), pathAddrs...))
 		if err != nil {
 			sess.Close()
 			return err
@@ -294,9 +330,14 @@ func Run(ctx context.Context, o Options) (err error) {
 				return fmt.Errorf("configure network: %w", err)
 			}
 			if ks != nil {
-				// The real device name and the resolvers the server pushed.
+				// The real device name, the resolvers the server pushed
+				// and the addresses of every path.
 				ks.TunInterface = name
 				ks.DNS = nc.DNS
+				ks.Servers = ks.Servers[:0]
+				for _, a := range nc.Bypass {
+					ks.Servers = append(ks.Servers, netip.AddrPortFrom(a, uint16(port)))
+				}
 				if err := o.Firewall.Enable(*ks); err != nil {
 					sess.Close()
 					return fmt.Errorf("kill switch: %w", err)

@@ -403,6 +403,8 @@ func TestServerValidation(t *testing.T) {
 		{"fallback proxy bad url", func(s *Server) { s.Fallback.Mode = "proxy"; s.Fallback.ProxyURL = "ftp://x" }, "[fallback] proxy_url", "http:// or https://"},
 		{"metrics listen", func(s *Server) { s.Metrics.Listen = "9090" }, "[metrics] listen", `must be "host:port"`},
 		{"obfuscation", func(s *Server) { s.Obfuscation.PaddingProbability = 2 }, "[obfuscation] padding_probability", "between 0 and 1"},
+		{"public address", func(s *Server) { s.PublicAddresses = []string{"example.com"} }, "public_addresses", "example.com"},
+		{"two public v4", func(s *Server) { s.PublicAddresses = []string{"192.0.2.1", "192.0.2.2"} }, "public_addresses", "at most one IPv4 and one IPv6 address (got 2 and 0)"},
 		{"log", func(s *Server) { s.Log.Level = "trace" }, "[log] level", "must be one of"},
 	}
 	for _, tc := range cases {

@@ -103,6 +103,8 @@ func (s *Server) MarshalTOML() ([]byte, error) {
 	w.comment(`Listen address and port (TCP for reality/tcp-tls, UDP for quic). "::" for IPv6.`)
 	w.str("bind_address", s.BindAddress)
 	w.integer("bind_port", s.BindPort)
+	w.comment("The server's public addresses (one IPv4, one IPv6), told to dual-stack clients.")
+	w.strs("public_addresses", s.PublicAddresses)
 	w.comment("Server tunnel address and client pool; IPv6 optional (\"\" = off), e.g. \"fd00::1/64\".")
 	w.str("tunnel_network", s.TunnelNetwork)
 	w.str("tunnel_network_v6", s.TunnelNetworkV6)

@@ -16,6 +16,7 @@ func (s *Server) Validate() error {
 
 	el.check("bind_address", checkIP(s.BindAddress))
 	el.check("bind_port", checkRange(s.BindPort, 1, 65535))
+	el.check("public_addresses", checkPublicAddrs(s.PublicAddresses))
 	el.check("tunnel_network", checkTunnelV4(s.TunnelNetwork))
 	if s.TunnelNetworkV6 != "" {
 		el.check("tunnel_network_v6", checkTunnelV6(s.TunnelNetworkV6))
@@ -279,4 +280,34 @@ func (s *Server) RoutePrefixes() ([]netip.Prefix, error) {
 // DNSAddrs returns dns_servers (pushed to clients) as addresses.
 func (s *Server) DNSAddrs() ([]netip.Addr, error) {
 	return parseAddrs(s.fileName(), "dns_servers", s.DNSServers)
+}
+
+// checkPublicAddrs: IP addresses, at most one IPv4 and one IPv6.
+func checkPublicAddrs(v []string) string {
+	if msg := checkIPs(v); msg != "" {
+		return msg
+	}
+	var v4, v6 int
+	for _, a := range v {
+		if netip.MustParseAddr(a).Unmap().Is4() {
+			v4++
+		} else {
+			v6++
+		}
+	}
+	if v4 > 1 || v6 > 1 {
+		return fmt.Sprintf("at most one IPv4 and one IPv6 address (got %d and %d)", v4, v6)
+	}
+	return ""
+}
+
+// PublicAddrs is public_addresses parsed (Validate checked them).
+func (s *Server) PublicAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range s.PublicAddresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
 }

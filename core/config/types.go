@@ -101,6 +101,7 @@ type Log struct {
 type Server struct {
 	BindAddress     string   `toml:"bind_address"`
 	BindPort        int      `toml:"bind_port"`
+	PublicAddresses []string `toml:"public_addresses"`
 	TunnelNetwork   string   `toml:"tunnel_network"`
 	TunnelNetworkV6 string   `toml:"tunnel_network_v6"`
 	IsolateClients  bool     `toml:"isolate_clients"`

@@ -48,6 +48,11 @@ type SessionParams struct {
 	// QUICParallel, when set, replaces Parallel if the session runs on the
 	// "quic" transport (quic_parallel_connections).
 	QUICParallel int
+	// PathDialers, when set, gives dialers of protocol proto for further
+	// paths to the server (dual stack: the other address family), chosen
+	// once the first connection's Welcome is known. Connections are spread
+	// over all paths, at least one each.
+	PathDialers func(proto string, w *wire.Welcome) []Dialer
 	// Mux is the scheduling mode over the connections (wire.MuxFlow,
 	// MuxRoundRobin or MuxActiveStandby), announced to the server.
 	Mux uint8
@@ -80,10 +85,12 @@ type Session struct {
 
 	// links is copy-on-write: the sender and the keepalive read it without
 	// a lock; changes happen under mu.
-	links  atomic.Pointer[linkSet]
-	mu     sync.Mutex
-	dialer Dialer // for replacements and rotation (the last hop's)
-	kick   chan struct{}
+	links atomic.Pointer[linkSet]
+	mu    sync.Mutex
+	// paths are the dialers of each path (path 0: the first connection's,
+	// or the last hop's); a link is replaced on its own path. Under mu.
+	paths []Dialer
+	kick  chan struct{}
 	// sendMu is held by send for each batch; a rotation holds it while it
 	// moves traffic to the new connection, so no packet overtakes the old
 	// connection's tail.
@@ -114,6 +121,7 @@ type link struct {
 	c        Conn
 	r        *wire.Reader
 	proto    string
+	path     int // index in Session.paths
 	born     time.Time
 	rotateAt atomic.Int64  // UnixNano when it is due for rotation (0: never)
 	rtt      atomic.Int64  // last keepalive RTT, nanoseconds
@@ -186,9 +194,13 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 		}
 		s := &Session{
 			Welcome: w, Protocol: d.Protocol(), log: log, stats: st,
-			params: p, done: make(chan struct{}), dialer: d, kick: make(chan struct{}, 1),
+			params: p, done: make(chan struct{}), paths: []Dialer{d}, kick: make(chan struct{}, 1),
 		}
-		s.setLinks([]*link{s.newLink(c, r, d)})
+		if p.PathDialers != nil {
+			s.paths = append(s.paths, p.PathDialers(d.Protocol(), w)...)
+		}
+		s.params.Parallel = max(p.Parallel, len(s.paths))
+		s.setLinks([]*link{s.newLink(c, r, 0)})
 		if p.Shaping != nil {
 			s.shaper = shaping.New(*p.Shaping)
 		}
@@ -196,7 +208,9 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 			s.ZeroRTT = z.Used0RTT()
 		}
 		s.keepalive = time.Duration(w.Keepalive) * time.Second
-		if p.Keepalive > 0 {
+		// An override can only shorten the server's interval: the server
+		// takes a connection silent for 1.5 intervals as dead.
+		if p.Keepalive > 0 && (s.keepalive <= 0 || p.Keepalive < s.keepalive) {
 			s.keepalive = p.Keepalive
 		}
 		if s.keepalive <= 0 {
@@ -204,8 +218,8 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 		}
 		// Extra connections: a failure here is not fatal, the replenisher
 		// keeps trying once the session runs.
-		for i := 1; i < p.Parallel; i++ {
-			l, err := s.join(ctx, d, p)
+		for i := 1; i < s.params.Parallel; i++ {
+			l, err := s.join(ctx, i%len(s.paths))
 			if err != nil {
 				if errors.Is(err, ErrRejected) || ctx.Err() != nil {
 					s.Close()
@@ -222,7 +236,11 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 }
 
 // join opens one more connection and proves it belongs to this session.
-func (s *Session) join(ctx context.Context, d Dialer, p SessionParams) (*link, error) {
+func (s *Session) join(ctx context.Context, path int) (*link, error) {
+	p := s.params
+	s.mu.Lock()
+	d := s.paths[path]
+	s.mu.Unlock()
 	c, err := d.Dial(ctx)
 	if err != nil {
 		return nil, err
@@ -247,12 +265,12 @@ func (s *Session) join(ctx context.Context, d Dialer, p SessionParams) (*link, e
 		c.Close()
 		return nil, errors.New("server answered the join with another session")
 	}
-	return s.newLink(c, r, d), nil
+	return s.newLink(c, r, path), nil
 }
 
-func (s *Session) newLink(c Conn, r *wire.Reader, d Dialer) *link {
+func (s *Session) newLink(c Conn, r *wire.Reader, path int) *link {
 	now := time.Now()
-	l := &link{c: c, r: r, proto: d.Protocol(), born: now, done: make(chan struct{})}
+	l := &link{c: c, r: r, proto: s.Protocol, path: path, born: now, done: make(chan struct{})}
 	l.lastRecv.Store(now.UnixNano())
 	if m := s.params.MaxLifetime; m > 0 {
 		if j := s.params.MaxLifetimeJitter; j > 0 {
@@ -281,12 +299,16 @@ func (s *Session) Hop(ctx context.Context, d Dialer, drain time.Duration) error 
 	if len(ls) == 0 {
 		return errors.New("session ended")
 	}
-	if err := s.replace(ctx, ls[0], d, drain); err != nil {
+	s.mu.Lock()
+	prev := s.paths[ls[0].path]
+	s.paths[ls[0].path] = d
+	s.mu.Unlock()
+	if err := s.replace(ctx, ls[0], drain); err != nil {
+		s.mu.Lock()
+		s.paths[ls[0].path] = prev
+		s.mu.Unlock()
 		return fmt.Errorf("hop: %w", err)
 	}
-	s.mu.Lock()
-	s.dialer = d
-	s.mu.Unlock()
 	return nil
 }
 
@@ -298,13 +320,13 @@ func (s *Session) Hop(ctx context.Context, d Dialer, drain time.Duration) error 
 // has read everything sent on the victim, so nothing sent later overtakes
 // it. The victim is told with a CLOSE frame, given up to drain to deliver
 // what the server still sends on it, and closed.
-func (s *Session) replace(ctx context.Context, victim *link, d Dialer, drain time.Duration) error {
+func (s *Session) replace(ctx context.Context, victim *link, drain time.Duration) error {
 	select {
 	case <-s.done:
 		return errors.New("session ended")
 	default:
 	}
-	nl, err := s.join(ctx, d, s.params)
+	nl, err := s.join(ctx, victim.path)
 	if err != nil {
 		return err
 	}
@@ -434,9 +456,7 @@ func (s *Session) replenish() {
 		case <-s.kick:
 		}
 		for len(s.linkList()) < s.params.Parallel {
-			s.mu.Lock()
-			d := s.dialer
-			s.mu.Unlock()
+			path := s.emptiestPath()
 			ctx, cancel := context.WithTimeout(context.Background(), s.params.HandshakeTimeout)
 			go func() {
 				select {
@@ -445,7 +465,7 @@ func (s *Session) replenish() {
 				case <-ctx.Done():
 				}
 			}()
-			l, err := s.join(ctx, d, s.params)
+			l, err := s.join(ctx, path)
 			cancel()
 			if err != nil {
 				s.log.Warn("replacement connection failed", "retry_in", backoff, "err", err)
@@ -475,6 +495,26 @@ func (s *Session) replenish() {
 	}
 }
 
+// emptiestPath is the path with the fewest live connections (the first
+// on a tie), where a replacement goes.
+func (s *Session) emptiestPath() int {
+	s.mu.Lock()
+	n := make([]int, len(s.paths))
+	s.mu.Unlock()
+	for _, l := range s.linkList() {
+		if l.path < len(n) {
+			n[l.path]++
+		}
+	}
+	best := 0
+	for i := range n {
+		if n[i] < n[best] {
+			best = i
+		}
+	}
+	return best
+}
+
 // rotate replaces each connection when it reaches its lifetime.
 func (s *Session) rotate() {
 	t := time.NewTicker(min(s.params.MaxLifetime/4, time.Second))
@@ -489,11 +529,8 @@ func (s *Session) rotate() {
 			if at := l.rotateAt.Load(); at == 0 || time.Now().UnixNano() < at {
 				continue
 			}
-			s.mu.Lock()
-			d := s.dialer
-			s.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), s.params.HandshakeTimeout)
-			err := s.replace(ctx, l, d, 2*time.Second)
+			err := s.replace(ctx, l, 2*time.Second)
 			cancel()
 			if err != nil {
 				s.log.Warn("connection rotation failed; keeping the old one a while longer", "err", err)

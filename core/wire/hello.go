@@ -38,6 +38,7 @@ const (
 	welcomeTicket     = 9
 	welcomeMaxFrame   = 10
 	welcomeQUICPorts  = 11
+	welcomePublicAddr = 12
 )
 
 // Limits enforced by the decoders.
@@ -102,6 +103,9 @@ type Welcome struct {
 	// QUICPorts is the server's UDP port range for QUIC port hopping,
 	// first and last (zero: none advertised).
 	QUICPorts [2]uint16
+	// PublicAddrs are the server's own addresses (at most one per family),
+	// for dual-stack clients that connected by address.
+	PublicAddrs []netip.Addr
 }
 
 func appendTLV(b []byte, tag byte, v []byte) []byte {
@@ -351,6 +355,12 @@ func (w *Welcome) Marshal() ([]byte, error) {
 		}
 		b = appendTLV(b, welcomeQUICPorts, []byte{byte(w.QUICPorts[0] >> 8), byte(w.QUICPorts[0]), byte(w.QUICPorts[1] >> 8), byte(w.QUICPorts[1])})
 	}
+	if len(w.PublicAddrs) > MaxAddrs {
+		return nil, errors.New("wire: welcome: too many public addresses")
+	}
+	for _, a := range w.PublicAddrs {
+		b = appendTLV(b, welcomePublicAddr, a.Unmap().AsSlice())
+	}
 	if len(b) > MaxHandshakePayload {
 		return nil, errors.New("wire: welcome too large")
 	}
@@ -440,6 +450,15 @@ func UnmarshalWelcome(p []byte) (*Welcome, error) {
 				return errors.New("max frame: want 2 bytes")
 			}
 			w.MaxFrame = binary.BigEndian.Uint16(v)
+		case welcomePublicAddr:
+			if len(w.PublicAddrs) >= MaxAddrs {
+				return fmt.Errorf("more than %d public addresses", MaxAddrs)
+			}
+			a, err := parseAddr(v)
+			if err != nil {
+				return fmt.Errorf("public address: %w", err)
+			}
+			w.PublicAddrs = append(w.PublicAddrs, a)
 		}
 		return nil
 	})

@@ -28,7 +28,8 @@ func sampleWelcome() *Welcome {
 		DNS:         []netip.Addr{netip.MustParseAddr("192.0.2.53")},
 		Routes:      []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
 		Keepalive:   25, Ticket: []byte("ticket"), MaxFrame: 65535,
-		QUICPorts: [2]uint16{443, 20100},
+		QUICPorts:   [2]uint16{443, 20100},
+		PublicAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fd00::1")},
 	}
 }
 

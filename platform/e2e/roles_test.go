@@ -7,6 +7,8 @@ package e2e
 // prints its result on stdout; exit status 0 means success.
 
 import (
+	"golang.org/x/sys/unix"
+
 	"bufio"
 	"context"
 	"crypto/rand"
@@ -135,6 +137,14 @@ func roleXfer(args []string) error {
 		// The receiver closes after reading everything.
 		if _, err := io.Copy(io.Discard, conn); err != nil {
 			return fmt.Errorf("wait for receiver: %w", err)
+		}
+		// The sender's retransmissions, for tests that compare them.
+		if rc, err := conn.(*net.TCPConn).SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) {
+				if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+					fmt.Fprintf(os.Stderr, "retrans=%d\n", info.Total_retrans)
+				}
+			})
 		}
 	case "recv":
 		n, err = io.Copy(h, conn)

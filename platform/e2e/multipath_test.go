@@ -1,0 +1,279 @@
+//go:build linux
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pathRate is the rate of each of the two paths (IPv4, IPv6) between
+// client and server, both directions.
+const pathRate = "40mbit"
+
+// shapePaths makes the router two paths: IPv4 and IPv6 each limited to
+// rate in both directions (HTB classes by protocol; this kernel has no
+// netem).
+func shapePaths(t *testing.T, tp *topology, rate string) {
+	t.Helper()
+	for _, dev := range []string{rtrCliIf, rtrSrvIf} {
+		for _, argv := range [][]string{
+			{"tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "30", "r2q", "100"},
+			{"tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate", rate},
+			{"tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", "htb", "rate", rate},
+			{"tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:30", "htb", "rate", "1gbit"},
+			{"tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "u32", "0", "0", "flowid", "1:10"},
+			{"tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ipv6", "prio", "2", "u32", "match", "u32", "0", "0", "flowid", "1:20"},
+		} {
+			mustNS(t, tp.RTR, argv...)
+		}
+	}
+}
+
+// dualStackServer is the generated server listening on both families and
+// advertising both public addresses.
+func dualStackServer(t *testing.T, tp *topology) *mserver {
+	t.Helper()
+	s := startGeneratedServer(t, tp)
+	s.stop(t)
+	m := readTOML(t, s.configPath())
+	m["bind_address"] = "::"
+	m["keepalive_s"] = 2 // quick failure detection on both ends
+	m["public_addresses"] = []string{srvAddr, srvAddr6}
+	writeTOML(t, s.configPath(), m)
+	s.restart(t)
+	return s
+}
+
+// multipathClient is the generated profile (tcp-tls) with the given
+// multipath settings and quick failure detection.
+func multipathClient(t *testing.T, s *mserver, parallel int, dualStack bool, mux string, lifetime int) string {
+	t.Helper()
+	return derivedClient(t, s, func(m map[string]any) {
+		c := table(m, "connection")
+		c["enabled_protocols"] = []string{"tcp-tls"}
+		c["parallel_connections"] = parallel
+		c["dual_stack_enabled"] = dualStack
+		c["mux_mode"] = mux
+		c["keepalive_s"] = 2
+		c["connect_timeout_s"] = 3
+		c["handshake_timeout_s"] = 3
+		c["max_lifetime_s"] = lifetime
+	})
+}
+
+// parallelUpload sends n inner TCP streams of size bytes each from cli to
+// the server's tunnel address at once; it checks every checksum and
+// returns the aggregate rate in Mbit/s and the senders' retransmissions.
+func parallelUpload(t *testing.T, tp *topology, n int, size int64, timeout time.Duration) (mbit float64, retrans int) {
+	t.Helper()
+	var listeners []*proc
+	for i := range n {
+		addr := net.JoinHostPort(tunSrv4, strconv.Itoa(5301+i))
+		l := startRole(t, tp.SRV, fmt.Sprintf("mp-recv-%d", i), "xfer", "recv", "listen", addr, fmt.Sprint(size), timeout.String())
+		if _, err := l.waitLines(matchLine("ready"), 1, 5*time.Second); err != nil {
+			t.Fatalf("listener %d: %v", i, err)
+		}
+		listeners = append(listeners, l)
+	}
+	start := time.Now()
+	senders := make([]*proc, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		addr := net.JoinHostPort(tunSrv4, strconv.Itoa(5301+i))
+		senders[i] = startRole(t, tp.CLI, fmt.Sprintf("mp-send-%d", i), "xfer", "send", "dial", addr, fmt.Sprint(size), timeout.String())
+		wg.Add(1)
+		go func(p *proc) { defer wg.Done(); p.wait(timeout + 10*time.Second) }(senders[i])
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	retransRE := regexp.MustCompile(`retrans=(\d+)`)
+	for i := range n {
+		if code, err := senders[i].wait(time.Second); err != nil || code != 0 {
+			t.Fatalf("sender %d: status %d, %v; stderr:\n%s", i, code, err, senders[i].Stderr())
+		}
+		if code, err := listeners[i].wait(10 * time.Second); err != nil || code != 0 {
+			t.Fatalf("receiver %d: status %d, %v; stderr:\n%s", i, code, err, listeners[i].Stderr())
+		}
+		sent, got := strings.TrimSpace(senders[i].Stdout()), strings.TrimSpace(listeners[i].Stdout())
+		if !strings.HasPrefix(sent, fmt.Sprintf("bytes=%d ", size)) || !strings.HasSuffix(got, sent) {
+			t.Fatalf("stream %d: sender %q, receiver %q", i, sent, got)
+		}
+		if m := retransRE.FindStringSubmatch(senders[i].Stderr()); m != nil {
+			r, _ := strconv.Atoi(m[1])
+			retrans += r
+		}
+	}
+	return float64(size*int64(n)) * 8 / elapsed.Seconds() / 1e6, retrans
+}
+
+// iperfUp runs iperf3 with n parallel streams from cli to the server's
+// tunnel address for 6 s and returns the received rate in Mbit/s.
+func iperfUp(t *testing.T, tp *topology, n int) float64 {
+	t.Helper()
+	srv := startProc(t, tp.SRV, "iperf3-server", procOpts{}, "iperf3", "-s", "-1", "-B", tunSrv4)
+	defer srv.stop(2 * time.Second)
+	var out string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		o, err := exec.Command("ip", "netns", "exec", tp.CLI, "timeout", "30", "iperf3", "-c", tunSrv4,
+			"-P", strconv.Itoa(n), "-t", "6", "-J").Output()
+		if err == nil {
+			out = string(o)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("iperf3: %v\n%s", err, o)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
+		t.Fatalf("iperf3 result: %v\n%s", err, out)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e6
+}
+
+// serverConns lists the client addresses of the server's established
+// connections on its port.
+func serverConns(t *testing.T, tp *topology) []string {
+	out := mustNS(t, tp.SRV, "ss", "-Htn", "state", "established", "sport", "=", fmt.Sprintf(":%d", srvPort))
+	var peers []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 4 {
+			peers = append(peers, f[len(f)-1])
+		}
+	}
+	return peers
+}
+
+func waitServerConns(t *testing.T, tp *topology, what string, timeout time.Duration, ok func(peers []string) bool) []string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		p := serverConns(t, tp)
+		if ok(p) {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: server connections %v", what, p)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func countFamily(peers []string) (v4, v6 int) {
+	for _, p := range peers {
+		if strings.Contains(p, "[") && !strings.Contains(p, "::ffff:") {
+			v6++
+		} else {
+			v4++
+		}
+	}
+	return v4, v6
+}
+
+// Two paths (IPv4 and IPv6, 40 Mbit/s each): a dual-stack session with two
+// connections carries 4 inner flows clearly faster than one path; a path
+// that goes dark mid-transfer fails over (the transfer completes) and
+// rejoins when it comes back.
+func TestE2EMultipath(t *testing.T) {
+	tp := newTopology(t)
+	s := dualStackServer(t, tp)
+	shapePaths(t, tp, pathRate)
+	const size = 12 << 20
+
+	one := startClient(t, tp, multipathClient(t, s, 1, false, "flow", 0))
+	one.waitConnected(t, 1, connectTimeout)
+	waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
+	single := iperfUp(t, tp, 16)
+	one.p.stop(5 * time.Second)
+
+	c := startClient(t, tp, multipathClient(t, s, 2, true, "flow", 0))
+	c.waitConnected(t, 1, connectTimeout)
+	peers := waitServerConns(t, tp, "one connection per family", 10*time.Second, func(p []string) bool {
+		v4, v6 := countFamily(p)
+		return v4 == 1 && v6 == 1
+	})
+	t.Logf("server sees %v", peers)
+	waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
+	dual := iperfUp(t, tp, 16)
+	t.Logf("16 inner TCP streams for 6 s: one path %.1f Mbit/s, two paths (flow) %.1f Mbit/s", single, dual)
+	if dual < 1.4*single {
+		t.Errorf("two paths carried %.1f Mbit/s, not clearly above one path's %.1f", dual, single)
+	}
+
+	// The IPv6 path goes dark during a transfer: the flows on it move to
+	// IPv4 within 2 keepalive intervals and the transfer completes.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(1500 * time.Millisecond)
+		mustNS(t, tp.RTR, "ip6tables", "-w", "5", "-I", "FORWARD", "-j", "DROP")
+	}()
+	t.Cleanup(func() { nsRun(tp.RTR, "ip6tables", "-w", "5", "-D", "FORWARD", "-j", "DROP") })
+	failStart := time.Now()
+	rate, _ := parallelUpload(t, tp, 4, size, 90*time.Second)
+	<-done
+	lost := regexp.MustCompile(`.*connection lost; traffic moved to the others.*`).FindString(c.p.Stderr())
+	if lost == "" {
+		t.Fatalf("no failover logged; client log:\n%s", tail(c.p.Stderr(), 20))
+	}
+	t.Logf("with the IPv6 path dropped after 1.5 s: %.1f Mbit/s over %v; %s", rate, time.Since(failStart).Round(time.Millisecond), lost)
+	mustNS(t, tp.RTR, "ip6tables", "-w", "5", "-D", "FORWARD", "-j", "DROP")
+	back := time.Now()
+	waitServerConns(t, tp, "the IPv6 path rejoins", 45*time.Second, func(p []string) bool {
+		v4, v6 := countFamily(p)
+		return v4 >= 1 && v6 == 1
+	})
+	t.Logf("IPv6 path rejoined %v after it came back", time.Since(back).Round(100*time.Millisecond))
+	if n := strings.Count(c.p.Stdout(), "connected "); n != 1 {
+		t.Errorf("the session restarted (%d connected lines)", n)
+	}
+}
+
+// Rotation every 3 s (± 0) during a ~20 s transfer over two paths: at
+// least 5 rotations, the data intact, the session never restarts; inner
+// TCP retransmissions with and without rotation are reported.
+func TestE2ERotation(t *testing.T) {
+	tp := newTopology(t)
+	s := dualStackServer(t, tp)
+	shapePaths(t, tp, pathRate)
+	const size = 48 << 20 // about 20 s at 2 x 40 Mbit/s with 2 streams
+
+	run := func(lifetime int) (float64, int, *mclient) {
+		c := startClient(t, tp, multipathClient(t, s, 2, true, "flow", lifetime))
+		c.waitConnected(t, 1, connectTimeout)
+		waitServerConns(t, tp, "two connections", 10*time.Second, func(p []string) bool { return len(p) == 2 })
+		waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
+		rate, retrans := parallelUpload(t, tp, 2, size/2, 90*time.Second)
+		return rate, retrans, c
+	}
+	rateOff, retransOff, off := run(0)
+	off.p.stop(5 * time.Second)
+	waitServerConns(t, tp, "old session gone", 10*time.Second, func(p []string) bool { return len(p) == 0 })
+	rateOn, retransOn, on := run(3)
+	rotations := strings.Count(on.p.Stderr(), "connection rotated")
+	t.Logf("rotation off: %.1f Mbit/s, %d inner retransmissions; rotation every 3 s: %.1f Mbit/s, %d inner retransmissions, %d rotations",
+		rateOff, retransOff, rateOn, retransOn, rotations)
+	if rotations < 5 {
+		t.Errorf("%d rotations during the transfer, want >= 5; client log:\n%s", rotations, tail(on.p.Stderr(), 20))
+	}
+	if n := strings.Count(on.p.Stdout(), "connected "); n != 1 {
+		t.Errorf("the session restarted (%d connected lines)", n)
+	}
+}
