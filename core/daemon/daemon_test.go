@@ -19,8 +19,8 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/api"
 	"github.com/mirage-vpn/mirage/core/client"
-	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/config"
+	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/netcfg"
 	"github.com/mirage-vpn/mirage/core/tundev"
 	"github.com/mirage-vpn/mirage/core/wire"
