@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -21,19 +20,7 @@ func multiSession(t *testing.T, r *rig, p engine.SessionParams) (*engine.Session
 	t.Helper()
 	p.Dialers = []engine.Dialer{testDialer{r.addr}}
 	p.Username, p.Password = "alice", "alice-pw"
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sess, err := engine.DialSession(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tun := tundevtest.New(1420)
-	sess.Start(tun)
-	tn := engine.NewTunnel(tun, nil)
-	tn.Attach(sess)
-	go tn.Run()
-	t.Cleanup(func() { sess.Close(); tun.Close() })
-	return sess, tun
+	return startSession(t, p, 1420)
 }
 
 func onlySession(s *Server) *session {

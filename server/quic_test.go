@@ -79,19 +79,7 @@ func quicRigWith(t *testing.T, mutate func(*config.Server), opts func(*Options))
 
 func quicSession(t *testing.T, d engine.Dialer, user, pw string) (*engine.Session, *tundevtest.ChannelTUN) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sess, err := engine.DialSession(ctx, engine.SessionParams{Dialers: []engine.Dialer{d}, Username: user, Password: pw})
-	if err != nil {
-		t.Fatalf("quic session: %v", err)
-	}
-	tun := tundevtest.New(quictun.TunnelMTU)
-	sess.Start(tun)
-	tn := engine.NewTunnel(tun, nil)
-	tn.Attach(sess)
-	go tn.Run()
-	t.Cleanup(func() { sess.Close(); tun.Close() })
-	return sess, tun
+	return startSession(t, engine.SessionParams{Dialers: []engine.Dialer{d}, Username: user, Password: pw}, quictun.TunnelMTU)
 }
 
 // Packets both ways over QUIC: small ones as datagrams, one bigger than a

@@ -132,22 +132,30 @@ type testClient struct {
 	v6   netip.Addr
 }
 
-func (r *rig) connect(t *testing.T, user, pw string, parallel int) *testClient {
+// startSession dials a client session with p and runs its tunnel on a
+// channel TUN of the given MTU until the test ends.
+func startSession(t *testing.T, p engine.SessionParams, mtu int) (*engine.Session, *tundevtest.ChannelTUN) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sess, err := engine.DialSession(ctx, engine.SessionParams{
-		Dialers: []engine.Dialer{testDialer{r.addr}}, Username: user, Password: pw, Parallel: parallel,
-	})
+	sess, err := engine.DialSession(ctx, p)
 	if err != nil {
-		t.Fatalf("connect %s: %v", user, err)
+		t.Fatalf("session of %s over %s: %v", p.Username, p.Dialers[0].Protocol(), err)
 	}
-	tun := tundevtest.New(1420)
+	tun := tundevtest.New(mtu)
 	sess.Start(tun)
 	tn := engine.NewTunnel(tun, nil)
 	tn.Attach(sess)
 	go tn.Run()
 	t.Cleanup(func() { sess.Close(); tun.Close() })
+	return sess, tun
+}
+
+func (r *rig) connect(t *testing.T, user, pw string, parallel int) *testClient {
+	t.Helper()
+	sess, tun := startSession(t, engine.SessionParams{
+		Dialers: []engine.Dialer{testDialer{r.addr}}, Username: user, Password: pw, Parallel: parallel,
+	}, 1420)
 	c := &testClient{sess: sess, tun: tun}
 	for _, p := range sess.Welcome.ClientAddrs {
 		if p.Addr().Is4() {

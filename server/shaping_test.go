@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"sync"
 	"testing"
@@ -80,22 +79,10 @@ func TestShapingOnEveryTransport(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var atServer, atClient sizeLog
 			r, d := tc.rig(t, atServer.add)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			sess, err := engine.DialSession(ctx, engine.SessionParams{
+			sess, tun := startSession(t, engine.SessionParams{
 				Dialers: []engine.Dialer{d}, Username: "alice", Password: "alice-pw",
 				Shaping: &shaping.Params{Probability: 1}, OnPadding: atClient.add,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sess.Close()
-			tun := tundevtest.New(1300)
-			defer tun.Close()
-			sess.Start(tun)
-			tn := engine.NewTunnel(tun, nil)
-			tn.Attach(sess)
-			go tn.Run()
+			}, 1300)
 			me := sess.Welcome.ClientAddrs[0].Addr()
 			for i := range n {
 				payload := bytes.Repeat([]byte{byte(i)}, 20+i%200)
@@ -126,20 +113,11 @@ func TestHeartbeatsWhenIdle(t *testing.T) {
 		c.Obfuscation.PaddingProbability = 0
 		c.Obfuscation.HeartbeatS = 1
 	}, func(o *Options) { o.OnPadding = atServer.add })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	sess, err := engine.DialSession(ctx, engine.SessionParams{
+	startSession(t, engine.SessionParams{
 		Dialers: []engine.Dialer{testDialer{r.addr}}, Username: "alice", Password: "alice-pw",
 		Shaping:   &shaping.Params{Heartbeat: 100 * time.Millisecond},
 		OnPadding: atClient.add,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
-	tun := tundevtest.New(1300)
-	defer tun.Close()
-	sess.Start(tun)
+	}, 1300)
 	deadline := time.Now().Add(5 * time.Second)
 	for (len(atServer.snapshot()) < 5 || len(atClient.snapshot()) < 1) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
