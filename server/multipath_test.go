@@ -43,6 +43,19 @@ func waitLinks(t *testing.T, s *Server, n int) {
 	}
 }
 
+// waitClientLinks waits until the client session has n connections (the
+// server counts a joining one before the client adds it).
+func waitClientLinks(t *testing.T, sess *engine.Session, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(sess.LocalAddrs()) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("client has %d connections, want %d", len(sess.LocalAddrs()), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // A connection that dies moves its traffic to the others; the session and
 // its addresses survive and a replacement joins.
 func TestMultipathFailover(t *testing.T) {
@@ -51,6 +64,7 @@ func TestMultipathFailover(t *testing.T) {
 			r := newRig(t, nil)
 			sess, ctun := multiSession(t, r, engine.SessionParams{Parallel: 2, Mux: mode})
 			waitLinks(t, r.srv, 2)
+			waitClientLinks(t, sess, 2)
 			v4 := sess.Welcome.ClientAddrs[0].Addr()
 			before := sess.LocalAddrs()
 			for i := range 2 { // kill the primary, then the other
@@ -77,6 +91,7 @@ func TestMultipathFailover(t *testing.T) {
 					expect(t, ctun.Outbound, down)
 				}
 				waitLinks(t, r.srv, 2)
+				waitClientLinks(t, sess, 2)
 			}
 			if err := sess.Err(); err != nil {
 				t.Fatalf("session ended: %v", err)
