@@ -85,18 +85,23 @@ func dialRetry(addr string, timeout time.Duration) (net.Conn, error) {
 	}
 }
 
-// roleXfer: xfer send|recv listen|dial ADDR BYTES TIMEOUT.
-// The sender writes BYTES pseudo-random bytes, half-closes and waits for the
+// roleXfer: xfer send|recv listen|dial ADDR AMOUNT TIMEOUT.
+// The sender writes AMOUNT pseudo-random bytes (a byte count, or a duration
+// such as "20s" to send for that long), half-closes and waits for the
 // receiver to close; the receiver reads to EOF. Both print
 // "bytes=N sha256=HEX".
 func roleXfer(args []string) error {
 	if len(args) != 5 {
-		return errors.New("usage: xfer send|recv listen|dial ADDR BYTES TIMEOUT")
+		return errors.New("usage: xfer send|recv listen|dial ADDR BYTES|DURATION TIMEOUT")
 	}
 	dir, mode, addr := args[0], args[1], args[2]
 	size, err := strconv.ParseInt(args[3], 10, 64)
+	var sendFor time.Duration
 	if err != nil {
-		return fmt.Errorf("bytes: %w", err)
+		if sendFor, err = time.ParseDuration(args[3]); err != nil || sendFor <= 0 {
+			return fmt.Errorf("amount %q: want a byte count or a duration", args[3])
+		}
+		size = -1
 	}
 	timeout, err := argDuration(args[4])
 	if err != nil {
@@ -129,7 +134,7 @@ func roleXfer(args []string) error {
 	var n int64
 	switch dir {
 	case "send":
-		n, err = sendRandom(conn, h, size)
+		n, err = sendRandom(conn, h, size, sendFor)
 		if err != nil {
 			return fmt.Errorf("send after %d bytes: %w", n, err)
 		}
@@ -158,7 +163,8 @@ func roleXfer(args []string) error {
 	return nil
 }
 
-func sendRandom(w io.Writer, h hash.Hash, size int64) (int64, error) {
+// sendRandom writes size bytes, or (size < 0) writes for sendFor.
+func sendRandom(w io.Writer, h hash.Hash, size int64, sendFor time.Duration) (int64, error) {
 	var seed [32]byte
 	if _, err := rand.Read(seed[:]); err != nil {
 		return 0, err
@@ -166,8 +172,12 @@ func sendRandom(w io.Writer, h hash.Hash, size int64) (int64, error) {
 	src := mrand.NewChaCha8(seed)
 	buf := make([]byte, 64<<10)
 	var n int64
-	for n < size {
-		chunk := buf[:min(int64(len(buf)), size-n)]
+	end := time.Now().Add(sendFor)
+	for (size < 0 && time.Now().Before(end)) || (size >= 0 && n < size) {
+		chunk := buf
+		if size >= 0 {
+			chunk = buf[:min(int64(len(buf)), size-n)]
+		}
 		src.Read(chunk)
 		h.Write(chunk)
 		m, err := w.Write(chunk)
