@@ -511,6 +511,11 @@ func (s *Server) authenticate(ekmFn func() ([]byte, error), h *wire.Hello, remot
 // the session in the client table.
 func (s *Server) newSession(h *wire.Hello) (*session, error) {
 	ss := &session{srv: s, user: h.Username, mux: h.Mux, queue: make(chan *outBuf, s.queueLen), done: make(chan struct{})}
+	if h.Mux == wire.MuxRoundRobin {
+		// The client numbers its packets; put them back in order
+		// before routing them.
+		ss.reorder = engine.NewReorder(s.dev, s.dev.BatchSize(), ss.route)
+	}
 	rand.Read(ss.id[:])
 	rand.Read(ss.joinKey[:])
 	ss.pendingLinks.Add(1)

@@ -97,6 +97,11 @@ type session struct {
 	dirty     bool
 	rr        uint32
 	stagedSet *[]*slink
+	// seq numbers the packets sent in round_robin mode (SEQDATA), owned
+	// by the TUN reader too; reorder restores the order of the client's
+	// (nil unless round_robin).
+	seq     uint32
+	reorder *engine.Reorder
 }
 
 func (ss *session) welcome(s *Server) *wire.Welcome {
@@ -175,7 +180,12 @@ func (ss *session) stage(p []byte) bool {
 		ob.link, ob.set = h, set
 		ss.staged[h] = ob
 	}
-	ob.b = wire.AppendFrame(ob.b, wire.TypeData, p)
+	if ss.mux == wire.MuxRoundRobin && len(p) <= wire.MaxPayload-wire.SeqLen {
+		ob.b = wire.AppendSeqData(ob.b, ss.seq, p)
+		ss.seq++
+	} else {
+		ob.b = wire.AppendFrame(ob.b, wire.TypeData, p)
+	}
 	ss.dirty = true
 	return first
 }
@@ -340,6 +350,13 @@ func (o *ownReader) untilPong(deadline time.Time) {
 			if o.b.Full() {
 				o.b.Flush(o.ss.srv.dev)
 			}
+		case wire.TypeSeqData:
+			if seq, p, ok := wire.ParseSeqData(f.Payload); ok && o.ss.reorder != nil {
+				o.ss.reorder.Push(seq, p)
+				o.ss.reorder.Flush()
+			} else if ok {
+				o.ss.route(p, o.b)
+			}
 		case wire.TypePong:
 			if bytes.Equal(f.Payload, engine.BarrierPayload) {
 				return
@@ -471,6 +488,9 @@ func (ss *session) end() {
 		for _, l := range ss.linkList() {
 			l.c.Close()
 		}
+		if ss.reorder != nil {
+			ss.reorder.Stop()
+		}
 		s.log.Info("session ended", "user", ss.user, "addrs", ss.addrs)
 	})
 }
@@ -509,6 +529,14 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 		switch f.Type {
 		case wire.TypeData:
 			ss.route(f.Payload, b)
+		case wire.TypeSeqData:
+			if seq, p, ok := wire.ParseSeqData(f.Payload); ok {
+				if ss.reorder != nil {
+					ss.reorder.Push(seq, p)
+				} else {
+					ss.route(p, b)
+				}
+			}
 		case wire.TypePing:
 			if len(f.Payload) <= 64 {
 				// Deliver what came before the ping first: the pong is
@@ -542,6 +570,9 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 		}
 		// The liveness deadline moves once per burst, not per frame.
 		if burstEnd {
+			if ss.reorder != nil {
+				ss.reorder.Flush()
+			}
 			now := time.Now()
 			l.lastRecv.Store(now.UnixNano())
 			if now.Sub(last) > time.Second {

@@ -299,11 +299,15 @@ func Run(ctx context.Context, o Options) (err error) {
 			if mtu == 0 {
 				mtu = 1420
 			}
-			if slices.Contains(cfg.Protocols(), config.ProtoQUIC) && mtu > quictun.TunnelMTU {
+			quicMTU := quictun.TunnelMTU
+			if muxMode(cfg.Connection.MuxMode) == wire.MuxRoundRobin {
+				quicMTU -= wire.SeqLen // numbered packets (SEQDATA)
+			}
+			if slices.Contains(cfg.Protocols(), config.ProtoQUIC) && mtu > quicMTU {
 				// Every packet must fit one QUIC datagram; a bigger one would
 				// take the reliable stream (TCP over a reliable stream).
-				log.Info("tunnel MTU lowered so packets fit QUIC datagrams", "mtu", quictun.TunnelMTU, "was", mtu)
-				mtu = quictun.TunnelMTU
+				log.Info("tunnel MTU lowered so packets fit QUIC datagrams", "mtu", quicMTU, "was", mtu)
+				mtu = quicMTU
 			}
 			if dev, err = o.CreateTUN(cfg.Network.InterfaceName, mtu); err != nil {
 				sess.Close()

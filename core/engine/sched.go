@@ -21,17 +21,39 @@ type linkSet struct {
 }
 
 // newLinkSet builds the snapshot for ls; weights come from each link's
-// measured keepalive RTT (see linkWeights).
-func newLinkSet(ls []*link) *linkSet {
+// measured keepalive RTT (see linkWeights). Round-robin, rebuilt every
+// keepalive tick, follows the latest RTT, so a path whose queue fills gets
+// less; flow and active-standby, rebuilt only when connections come or go,
+// use each link's lowest RTT seen: the latest one is inflated by the
+// queue its own flows built, and weighting by it sent every flow to the
+// idle path at each change (and back at the next).
+func newLinkSet(ls []*link, mode uint8) *linkSet {
 	set := &linkSet{links: ls}
 	if len(ls) > 1 {
 		rtts := make([]time.Duration, len(ls))
 		for i, l := range ls {
-			rtts[i] = time.Duration(l.rtt.Load())
+			if mode == wire.MuxRoundRobin {
+				rtts[i] = time.Duration(l.rtt.Load())
+			} else {
+				rtts[i] = time.Duration(l.minRTT.Load())
+			}
 		}
 		set.slots = slotTable(linkWeights(rtts))
 	}
 	return set
+}
+
+// replaced is set with old swapped for nl in the same slots (rotation, hop):
+// every flow stays on the connection that took its old one's place.
+func (set *linkSet) replaced(old, nl *link) (*linkSet, bool) {
+	for i, l := range set.links {
+		if l == old {
+			ls := append([]*link(nil), set.links...)
+			ls[i] = nl
+			return &linkSet{links: ls, slots: set.slots}, true
+		}
+	}
+	return nil, false
 }
 
 // pick chooses the connection for packet p. rr is the round-robin cursor
@@ -58,6 +80,10 @@ func (set *linkSet) pick(mode uint8, p []byte, rr *uint32) *link {
 // measured and a failover finds it warm.
 const maxWeightRatio = 16
 
+// rttFloor is the smallest RTT linkWeights tells apart: below a
+// millisecond, differences are scheduling noise, not path capacity.
+const rttFloor = time.Millisecond
+
 // linkWeights turns per-link RTTs into integer weights proportional to
 // 1/RTT (a path twice as slow gets half the traffic), clamped to
 // maxWeightRatio. Links without a measurement yet weigh as the mean of
@@ -68,7 +94,7 @@ func linkWeights(rtts []time.Duration) []int {
 	known := 0
 	for i, r := range rtts {
 		if r > 0 {
-			w[i] = 1 / float64(max(r, 50*time.Microsecond))
+			w[i] = 1 / float64(max(r, rttFloor))
 			sum += w[i]
 			known++
 		}

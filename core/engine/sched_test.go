@@ -21,6 +21,7 @@ func TestLinkWeights(t *testing.T) {
 		{"unmeasured weighs as the mean", []time.Duration{ms, 0, ms}, []int{1000, 1000, 1000}},
 		{"none measured: equal", []time.Duration{0, 0}, []int{1000, 1000}},
 		{"clamped at 1/16", []time.Duration{ms, 100 * ms}, []int{1000, 62}},
+		{"sub-millisecond differences are noise", []time.Duration{100 * time.Microsecond, 900 * time.Microsecond}, []int{1000, 1000}},
 	} {
 		got := linkWeights(tc.rtts)
 		for i := range got {
@@ -63,9 +64,51 @@ func testLinks(rtts ...time.Duration) *linkSet {
 	for _, r := range rtts {
 		l := &link{}
 		l.rtt.Store(int64(r))
+		l.minRTT.Store(int64(r))
 		ls = append(ls, l)
 	}
-	return newLinkSet(ls)
+	return newLinkSet(ls, wire.MuxRoundRobin)
+}
+
+// A rotation (replaced) keeps every flow where it was even when the RTTs
+// changed meanwhile; flow mode weighs by the lowest RTT, not the latest.
+func TestFlowStability(t *testing.T) {
+	a, b := &link{}, &link{}
+	a.minRTT.Store(int64(2 * time.Millisecond))
+	a.rtt.Store(int64(2 * time.Millisecond))
+	b.minRTT.Store(int64(2 * time.Millisecond))
+	// b's latest RTT is inflated by its own queue: flow mode ignores it.
+	b.rtt.Store(int64(80 * time.Millisecond))
+	set := newLinkSet([]*link{a, b}, wire.MuxFlow)
+	if set.slots != slotTable([]int{1000, 1000}) {
+		t.Fatalf("flow mode weighted by the queue-inflated RTT: %v", set.slots)
+	}
+	if rr := newLinkSet([]*link{a, b}, wire.MuxRoundRobin); rr.slots == set.slots {
+		t.Fatal("round_robin ignored the latest RTT")
+	}
+	var rr uint32
+	before := map[int]*link{}
+	for port := 1000; port < 1100; port++ {
+		before[port] = set.pick(wire.MuxFlow, flowPacket(port), &rr)
+	}
+	nb := &link{}
+	a.minRTT.Store(int64(40 * time.Millisecond)) // would change a rebuilt table
+	next, ok := set.replaced(b, nb)
+	if !ok {
+		t.Fatal("replaced did not find the link")
+	}
+	for port := 1000; port < 1100; port++ {
+		want := before[port]
+		if want == b {
+			want = nb
+		}
+		if got := next.pick(wire.MuxFlow, flowPacket(port), &rr); got != want {
+			t.Fatalf("flow %d moved on rotation", port)
+		}
+	}
+	if _, ok := next.replaced(b, nb); ok {
+		t.Fatal("replaced found a link that is gone")
+	}
 }
 
 func flowPacket(port int) []byte {

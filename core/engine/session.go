@@ -96,6 +96,10 @@ type Session struct {
 	// connection's tail.
 	sendMu sync.Mutex
 	rr     uint32 // round-robin cursor, under sendMu
+	seq    uint32 // SEQDATA numbering (round_robin), under sendMu
+	// reorder restores the order of the server's numbered packets
+	// (round_robin; nil otherwise). Set by Start.
+	reorder *Reorder
 	// sentSet is the link set of the last batch (under sendMu): when it
 	// changes, flows may move, so send first waits for what is in flight
 	// on the old connections to be read (barrier).
@@ -125,6 +129,7 @@ type link struct {
 	born     time.Time
 	rotateAt atomic.Int64  // UnixNano when it is due for rotation (0: never)
 	rtt      atomic.Int64  // last keepalive RTT, nanoseconds
+	minRTT   atomic.Int64  // lowest keepalive RTT seen, nanoseconds
 	lastRecv atomic.Int64  // UnixNano of the last frame received
 	tx, rx   atomic.Uint64 // bytes of DATA frames
 	// barrier, when set, is closed when the pong of a barrier ping comes
@@ -288,7 +293,7 @@ func (s *Session) linkList() []*link {
 	return nil
 }
 
-func (s *Session) setLinks(ls []*link) { s.links.Store(newLinkSet(ls)) }
+func (s *Session) setLinks(ls []*link) { s.links.Store(newLinkSet(ls, s.params.Mux)) }
 
 // Hop moves the session to a new connection from d, make-before-break (see
 // replace); the oldest connection is the one replaced, and d is used for
@@ -344,20 +349,16 @@ func (s *Session) replace(ctx context.Context, victim *link, drain time.Duration
 	s.sendMu.Lock()
 	s.waitBarriers([]*link{victim}, min(drain, time.Second))
 	s.mu.Lock()
-	old := s.linkList()
-	ls := make([]*link, 0, len(old)+1)
-	found := false
-	for _, x := range old {
-		if x == victim {
-			x, found = nl, true
-		}
-		ls = append(ls, x)
-	}
-	if !found { // the victim died meanwhile: the new one is a replacement
-		ls = append(ls, nl)
+	// The new connection takes the victim's slots, so no flow moves.
+	// nl starts with the victim's RTTs until it measures its own.
+	nl.rtt.Store(victim.rtt.Load())
+	nl.minRTT.Store(victim.minRTT.Load())
+	if set, ok := s.links.Load().replaced(victim, nl); ok {
+		s.links.Store(set)
+	} else { // the victim died meanwhile: the new one is a replacement
+		s.setLinks(append(s.linkList(), nl))
 	}
 	victim.retired.Store(true)
-	s.setLinks(ls)
 	// The other connections keep their slots: no barrier needed for them.
 	s.sentSet = s.links.Load()
 	s.mu.Unlock()
@@ -601,6 +602,16 @@ func (s *Session) LocalAddrs() []string {
 	return out
 }
 
+// ReorderStats reports, for a round_robin session, the server's packets
+// delivered late (after their hole was skipped), the holes skipped, and
+// duplicates dropped (all 0 in other modes).
+func (s *Session) ReorderStats() (late, skipped, dups uint64) {
+	if s.reorder == nil {
+		return 0, 0, 0
+	}
+	return s.reorder.Late.Load(), s.reorder.Skipped.Load(), s.reorder.Dups.Load()
+}
+
 // Stats returns the session's counters.
 func (s *Session) Stats() *Stats { return s.stats }
 
@@ -626,6 +637,9 @@ func (s *Session) fail(err error) {
 		s.mu.Lock()
 		close(s.done)
 		ls := s.linkList()
+		if s.reorder != nil {
+			s.reorder.Stop()
+		}
 		s.mu.Unlock()
 		for _, l := range ls {
 			l.c.Close()
@@ -647,6 +661,9 @@ func (s *Session) Close() error {
 func (s *Session) Start(dev tundev.Device) {
 	s.mu.Lock()
 	s.dev = dev
+	if s.params.Mux == wire.MuxRoundRobin {
+		s.reorder = NewReorder(dev, dev.BatchSize(), func(p []byte, b *Batch) { b.Add(p) })
+	}
 	for _, l := range s.linkList() {
 		go s.receive(l, dev)
 	}
@@ -751,6 +768,18 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 				rxPackets++
 				rxBytes += uint64(len(f.Payload))
 			}
+		case wire.TypeSeqData:
+			if seq, p, ok := wire.ParseSeqData(f.Payload); ok {
+				if _, _, ok := ippkt.Addrs(p); ok {
+					if s.reorder != nil {
+						s.reorder.Push(seq, p)
+					} else {
+						b.Add(p)
+					}
+					rxPackets++
+					rxBytes += uint64(len(p))
+				}
+			}
 		case wire.TypePing:
 			if len(f.Payload) <= 64 {
 				// Deliver what came before the ping first: the pong is
@@ -774,6 +803,9 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 				sent := int64(binary.BigEndian.Uint64(f.Payload))
 				if d := time.Now().UnixNano() - sent; d > 0 {
 					l.rtt.Store(d)
+					if m := l.minRTT.Load(); m == 0 || d < m {
+						l.minRTT.Store(d)
+					}
 					s.rtt.Store(d)
 					s.stats.RTT.Store(d)
 				}
@@ -798,6 +830,9 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 		}
 		// Once per burst, not per frame: counters and the liveness deadline.
 		if burstEnd {
+			if s.reorder != nil {
+				s.reorder.Flush()
+			}
 			s.stats.RxPackets.Add(rxPackets)
 			s.stats.RxBytes.Add(rxBytes)
 			l.rx.Add(rxBytes)
@@ -838,7 +873,12 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 	for i := 0; i < n; i++ {
 		p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
 		l := set.pick(s.params.Mux, p, &s.rr)
-		l.out = wire.AppendFrame(l.out, wire.TypeData, p)
+		if s.params.Mux == wire.MuxRoundRobin && len(p) <= wire.MaxPayload-wire.SeqLen {
+			l.out = wire.AppendSeqData(l.out, s.seq, p)
+			s.seq++
+		} else {
+			l.out = wire.AppendFrame(l.out, wire.TypeData, p)
+		}
 		txBytes += uint64(len(p))
 	}
 	s.stats.TxPackets.Add(uint64(n))

@@ -33,6 +33,7 @@ const (
 	TypePing    Type = 0x03 // keepalive; payload echoed in a Pong
 	TypePong    Type = 0x04
 	TypeClose   Type = 0x05 // reason code (1 byte) + optional UTF-8 text
+	TypeSeqData Type = 0x06 // sequence number (4, BE) + one IP packet (round_robin)
 	TypeHello   Type = 0x10 // client -> server, first frame of a connection
 	TypeWelcome Type = 0x11 // server -> client, answer to a good Hello
 )
@@ -49,6 +50,8 @@ func (t Type) String() string {
 		return "PONG"
 	case TypeClose:
 		return "CLOSE"
+	case TypeSeqData:
+		return "SEQDATA"
 	case TypeHello:
 		return "HELLO"
 	case TypeWelcome:
@@ -74,6 +77,29 @@ var ErrFrameTooLarge = errors.New("wire: frame too large")
 func AppendFrame(dst []byte, t Type, payload []byte) []byte {
 	dst = append(dst, byte(t), byte(len(payload)>>8), byte(len(payload)))
 	return append(dst, payload...)
+}
+
+// SeqLen is the size of a SEQDATA frame's sequence number.
+const SeqLen = 4
+
+// AppendSeqData appends a SEQDATA frame: packet p numbered seq. A
+// round_robin sender numbers every packet of its direction of a session
+// (wrapping), so the receiver can restore the order across connections.
+// len(p) must be <= MaxPayload-SeqLen.
+func AppendSeqData(dst []byte, seq uint32, p []byte) []byte {
+	n := SeqLen + len(p)
+	dst = append(dst, byte(TypeSeqData), byte(n>>8), byte(n),
+		byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq))
+	return append(dst, p...)
+}
+
+// ParseSeqData splits a SEQDATA payload; ok is false when it has no
+// packet after the sequence number.
+func ParseSeqData(payload []byte) (seq uint32, p []byte, ok bool) {
+	if len(payload) <= SeqLen {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint32(payload), payload[SeqLen:], true
 }
 
 // PutHeader writes a frame header for a payload of n bytes into b[:HeaderLen].

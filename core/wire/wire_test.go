@@ -269,3 +269,41 @@ func BenchmarkReader(b *testing.B) {
 		}
 	}
 }
+
+func TestSeqData(t *testing.T) {
+	p := []byte{0x45, 1, 2, 3}
+	b := AppendSeqData(nil, 0xdeadbeef, p)
+	r := NewReader(bytes.NewReader(b), 0)
+	f, err := r.Next()
+	if err != nil || f.Type != TypeSeqData || f.Type.String() != "SEQDATA" {
+		t.Fatalf("frame %v, %v", f.Type, err)
+	}
+	seq, got, ok := ParseSeqData(f.Payload)
+	if !ok || seq != 0xdeadbeef || !bytes.Equal(got, p) {
+		t.Fatalf("parsed %x %x %v", seq, got, ok)
+	}
+	for _, bad := range [][]byte{nil, {1, 2, 3}, {1, 2, 3, 4}} {
+		if _, _, ok := ParseSeqData(bad); ok {
+			t.Errorf("ParseSeqData(%x) accepted a payload without a packet", bad)
+		}
+	}
+}
+
+func FuzzSeqData(f *testing.F) {
+	f.Add(uint32(0), []byte{0x45})
+	f.Add(^uint32(0), bytes.Repeat([]byte{0x60}, 1500))
+	f.Fuzz(func(t *testing.T, seq uint32, p []byte) {
+		if len(p) > MaxPayload-SeqLen {
+			p = p[:MaxPayload-SeqLen]
+		}
+		b := AppendSeqData(nil, seq, p)
+		f, err := NewReader(bytes.NewReader(b), 0).Next()
+		if err != nil || f.Type != TypeSeqData {
+			t.Fatalf("frame %v, %v", f.Type, err)
+		}
+		s2, p2, ok := ParseSeqData(f.Payload)
+		if ok != (len(p) > 0) || (ok && (s2 != seq || !bytes.Equal(p2, p))) {
+			t.Fatalf("round trip: %x %x %v", s2, p2, ok)
+		}
+	})
+}

@@ -17,8 +17,8 @@
 // datagrams. So the engine and the server pump QUIC exactly like TLS.
 //
 // Datagram payload: the HTTP Datagram's quarter stream id (RFC 9297),
-// one type byte (wire.TypeData or wire.TypePadding), then the frame
-// payload; other types are ignored.
+// one type byte (wire.TypeData, wire.TypeSeqData or wire.TypePadding),
+// then the frame payload; other types are ignored.
 //
 // The datagrams are sent and received on the QUIC connection directly,
 // not through quic-go's http3 layer: that layer moves every datagram
@@ -204,7 +204,7 @@ func (c *Conn) readDatagrams() {
 			return // the stream reader reports the connection's fate
 		}
 		qsid, t, p, ok := ParseHTTPDatagram(b)
-		if !ok || qsid != c.qsid || (t != wire.TypeData && t != wire.TypePadding) {
+		if !ok || qsid != c.qsid || !datagramType(t) {
 			continue // broken, another stream's, or neither packet nor padding
 		}
 		it := item{p: p}
@@ -213,6 +213,12 @@ func (c *Conn) readDatagrams() {
 			return
 		}
 	}
+}
+
+// datagramType reports whether frames of type t travel as datagrams:
+// packets (DATA, SEQDATA) and padding.
+func datagramType(t wire.Type) bool {
+	return t == wire.TypeData || t == wire.TypeSeqData || t == wire.TypePadding
 }
 
 // ParseHTTPDatagram splits a QUIC datagram into the HTTP Datagram's
@@ -341,7 +347,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if end > len(b) {
 			return 0, errors.New("quic conn: partial frame in write")
 		}
-		if (t == wire.TypeData || t == wire.TypePadding) && !c.noDG && 1+n <= c.maxDG {
+		if datagramType(t) && !c.noDG && 1+n <= c.maxDG {
 			err := c.sendDatagram(t, b[off+wire.HeaderLen:end])
 			if err == nil {
 				off = end
