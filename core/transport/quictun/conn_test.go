@@ -100,13 +100,17 @@ func TestConnMergesStreamAndDatagrams(t *testing.T) {
 	fs.dgIn <- append([]byte{testQSID, byte(wire.TypePing)}, "x"...) // not DATA: ignored
 	fs.dgIn <- append([]byte{testQSID + 1, byte(wire.TypeData)}, "other stream"...)
 	fs.dgIn <- append([]byte{testQSID, byte(wire.TypeData)}, "second"...)
+	fs.dgIn <- append([]byte{testQSID, byte(wire.TypeSeqData)}, "\x00\x00\x00\x07numbered"...)
 	go fs.w.Write(wire.AppendFrame(nil, wire.TypeWelcome, []byte("welcome")))
-	got := readFrames(t, c, 3)
+	got := readFrames(t, c, 4)
 	if got[0].Type != wire.TypeWelcome || string(got[0].Payload) != "welcome" {
 		t.Fatalf("first frame %v %q, want the Welcome before any datagram", got[0].Type, got[0].Payload)
 	}
 	if string(got[1].Payload) != "early packet" || string(got[2].Payload) != "second" || got[1].Type != wire.TypeData {
 		t.Fatalf("datagram frames %+v", got[1:])
+	}
+	if seq, p, ok := wire.ParseSeqData(got[3].Payload); got[3].Type != wire.TypeSeqData || !ok || seq != 7 || string(p) != "numbered" {
+		t.Fatalf("SEQDATA datagram came out as %v %q", got[3].Type, got[3].Payload)
 	}
 	// A stream error is sticky after the queued frames.
 	fs.w.CloseWithError(errors.New("reset by peer"))
@@ -159,12 +163,14 @@ func TestConnWriteSplits(t *testing.T) {
 	b = wire.AppendFrame(b, wire.TypeData, bytes.Repeat([]byte{1}, 100)) // 102 with id and type: fits
 	b = wire.AppendFrame(b, wire.TypeData, bytes.Repeat([]byte{2}, 500)) // too big: stream
 	b = wire.AppendFrame(b, wire.TypeData, bytes.Repeat([]byte{3}, 10))
+	b = wire.AppendSeqData(b, 9, bytes.Repeat([]byte{4}, 10)) // numbered packets too
 	if n, err := c.Write(b); err != nil || n != len(b) {
 		t.Fatalf("write: %d %v", n, err)
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	if len(fs.sentDG) != 2 || fs.sentDG[0][0] != testQSID || fs.sentDG[0][1] != byte(wire.TypeData) || len(fs.sentDG[0]) != 102 || fs.sentDG[1][2] != 3 {
+	if len(fs.sentDG) != 3 || fs.sentDG[0][0] != testQSID || fs.sentDG[0][1] != byte(wire.TypeData) || len(fs.sentDG[0]) != 102 || fs.sentDG[1][2] != 3 ||
+		fs.sentDG[2][1] != byte(wire.TypeSeqData) || len(fs.sentDG[2]) != 2+4+10 {
 		t.Fatalf("datagrams %d", len(fs.sentDG))
 	}
 	var want []byte
