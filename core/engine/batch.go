@@ -53,7 +53,11 @@ func (b *Batch) Flush(dev tundev.Device) error {
 }
 
 // FlowHash hashes the addresses, protocol and ports of an IP packet so all
-// packets of one inner flow take the same connection (no reordering).
+// packets of one inner flow take the same connection (no reordering). FNV-1a
+// over the fields, then a finalizer (murmur3's fmix32): without it the low
+// bits, which pick the connection, were the parity of the input bytes, and
+// Linux gives connect() even source ports, so the 16 streams of one
+// iperf3 run to one server port all took the same connection.
 func FlowHash(p []byte) uint32 {
 	h := uint32(2166136261)
 	mix := func(b []byte) {
@@ -83,5 +87,10 @@ func FlowHash(p []byte) uint32 {
 		mix(p[6:7])
 		mix(p[8:44])
 	}
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
 	return h
 }

@@ -21,22 +21,17 @@ type linkSet struct {
 }
 
 // newLinkSet builds the snapshot for ls; weights come from each link's
-// measured keepalive RTT (see linkWeights). Round-robin, rebuilt every
-// keepalive tick, follows the latest RTT, so a path whose queue fills gets
-// less; flow and active-standby, rebuilt only when connections come or go,
-// use each link's lowest RTT seen: the latest one is inflated by the
-// queue its own flows built, and weighting by it sent every flow to the
-// idle path at each change (and back at the next).
-func newLinkSet(ls []*link, mode uint8) *linkSet {
+// lowest keepalive RTT seen (see linkWeights): the path's own delay, not
+// the queue the session's traffic built on it. Weighting by the latest
+// RTT sent nearly everything to the idle path at each rebuild, which then
+// queued and lost it again at the next (round_robin over two equal paths
+// alternated 58:6 and 6:58 slots every second, barely above one path).
+func newLinkSet(ls []*link) *linkSet {
 	set := &linkSet{links: ls}
 	if len(ls) > 1 {
 		rtts := make([]time.Duration, len(ls))
 		for i, l := range ls {
-			if mode == wire.MuxRoundRobin {
-				rtts[i] = time.Duration(l.rtt.Load())
-			} else {
-				rtts[i] = time.Duration(l.minRTT.Load())
-			}
+			rtts[i] = time.Duration(l.minRTT.Load())
 		}
 		set.slots = slotTable(linkWeights(rtts))
 	}

@@ -67,11 +67,11 @@ func testLinks(rtts ...time.Duration) *linkSet {
 		l.minRTT.Store(int64(r))
 		ls = append(ls, l)
 	}
-	return newLinkSet(ls, wire.MuxRoundRobin)
+	return newLinkSet(ls)
 }
 
 // A rotation (replaced) keeps every flow where it was even when the RTTs
-// changed meanwhile; flow mode weighs by the lowest RTT, not the latest.
+// changed meanwhile; weights come from the lowest RTT, not the latest.
 func TestFlowStability(t *testing.T) {
 	a, b := &link{}, &link{}
 	a.minRTT.Store(int64(2 * time.Millisecond))
@@ -79,12 +79,9 @@ func TestFlowStability(t *testing.T) {
 	b.minRTT.Store(int64(2 * time.Millisecond))
 	// b's latest RTT is inflated by its own queue: flow mode ignores it.
 	b.rtt.Store(int64(80 * time.Millisecond))
-	set := newLinkSet([]*link{a, b}, wire.MuxFlow)
+	set := newLinkSet([]*link{a, b})
 	if set.slots != slotTable([]int{1000, 1000}) {
-		t.Fatalf("flow mode weighted by the queue-inflated RTT: %v", set.slots)
-	}
-	if rr := newLinkSet([]*link{a, b}, wire.MuxRoundRobin); rr.slots == set.slots {
-		t.Fatal("round_robin ignored the latest RTT")
+		t.Fatalf("weighted by the queue-inflated RTT: %v", set.slots)
 	}
 	var rr uint32
 	before := map[int]*link{}
@@ -134,6 +131,16 @@ func TestPickModes(t *testing.T) {
 	}
 	if len(used) != 2 || used[set.links[0]] < 60 || used[set.links[1]] < 60 {
 		t.Fatalf("200 flows over 2 equal links: %v", used)
+	}
+	// Flows that differ only in an even source port (Linux's connect()
+	// picks even ports) spread too.
+	even := map[*link]int{}
+	for port := 0xa000; port < 0xa100; port += 2 { // one high byte
+
+		even[set.pick(wire.MuxFlow, flowPacket(port), &rr)]++
+	}
+	if len(even) != 2 || even[set.links[0]] < 40 || even[set.links[1]] < 40 {
+		t.Fatalf("128 flows from even source ports over 2 equal links: %v", even)
 	}
 	// active_standby: always the primary.
 	for port := 1000; port < 1100; port++ {

@@ -293,7 +293,7 @@ func (s *Session) linkList() []*link {
 	return nil
 }
 
-func (s *Session) setLinks(ls []*link) { s.links.Store(newLinkSet(ls, s.params.Mux)) }
+func (s *Session) setLinks(ls []*link) { s.links.Store(newLinkSet(ls)) }
 
 // Hop moves the session to a new connection from d, make-before-break (see
 // replace); the oldest connection is the one replaced, and d is used for
@@ -704,7 +704,7 @@ func (s *Session) heartbeat(f []byte) {
 // intervals is declared dead (its traffic moves to the others): a failover
 // within 2 intervals. A lone connection is left to its read deadline (3
 // intervals), after which the session reconnects. Round-robin weights
-// follow the measured RTTs at each tick.
+// follow each connection's lowest RTT, refreshed at each tick.
 func (s *Session) keepaliveLoop() {
 	t := time.NewTicker(s.keepalive / 2)
 	defer t.Stop()

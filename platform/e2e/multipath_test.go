@@ -239,10 +239,11 @@ func TestE2EMultipath(t *testing.T) {
 	waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
 	dual := iperfUp(t, tp, 16)
 	t.Logf("16 inner TCP streams for 6 s: one path %.1f Mbit/s, two paths (flow) %.1f Mbit/s", single, dual)
-	// Reported, and only a collapse fails: in one CI run of many the two
-	// paths carried no more than one (cause not found yet; see issue 8).
-	if dual < 0.8*single {
-		t.Errorf("two paths carried %.1f Mbit/s, less than one path's %.1f", dual, single)
+	// 16 flows spread evenly; the runs here gave 1.97-1.99x. (Runs that
+	// gave 1.0x had all 16 iperf3 streams, whose source ports Linux makes
+	// even, on one connection: FlowHash's low bits were their parity.)
+	if dual < 1.5*single {
+		t.Errorf("two paths carried %.1f Mbit/s, not clearly above one path's %.1f", dual, single)
 	}
 
 	// The IPv6 path goes dark during a transfer: the flows on it move to
@@ -274,11 +275,14 @@ func TestE2EMultipath(t *testing.T) {
 	}
 }
 
-// Rotation every 3 s (± 0) during a 20 s transfer over two paths: at
-// least 5 rotations, the data intact, the session never restarts; inner
-// TCP retransmissions with and without rotation are reported. The
-// transfer is timed, not sized: a sized one finished in 6 s when the two
-// flows happened to land on different paths (2 rotations, CI failure).
+// Rotation every 3 s (± 0) during a 20 s transfer of 4 inner streams over
+// two paths: at least 5 rotations, the data intact, the session never
+// restarts, and rotation adds no inner TCP retransmissions (a rotation
+// that let packets overtake each other would cause hundreds). Rates with
+// and without rotation are reported; they vary with how the flow hash
+// spreads the 4 streams over the 2 paths. The transfer is timed, not
+// sized: a sized one finished in 6 s when the flows happened to land on
+// different paths (2 rotations, CI failure).
 func TestE2ERotation(t *testing.T) {
 	tp := newTopology(t)
 	s := dualStackServer(t, tp)
@@ -290,7 +294,7 @@ func TestE2ERotation(t *testing.T) {
 		c.waitConnected(t, 1, connectTimeout)
 		waitServerConns(t, tp, "two connections", 10*time.Second, func(p []string) bool { return len(p) == 2 })
 		waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
-		rate, retrans := parallelUploadFor(t, tp, 2, transfer, 90*time.Second)
+		rate, retrans := parallelUploadFor(t, tp, 4, transfer, 90*time.Second)
 		return rate, retrans, c
 	}
 	rateOff, retransOff, off := run(0)
@@ -303,6 +307,9 @@ func TestE2ERotation(t *testing.T) {
 	if rotations < 5 {
 		t.Errorf("%d rotations during the transfer, want >= 5; client log:\n%s", rotations, tail(on.p.Stderr(), 20))
 	}
+	if retransOn > retransOff+10 {
+		t.Errorf("rotation caused inner retransmissions: %d with rotation, %d without", retransOn, retransOff)
+	}
 	if n := strings.Count(on.p.Stdout(), "connected "); n != 1 {
 		t.Errorf("the session restarted (%d connected lines)", n)
 	}
@@ -310,19 +317,24 @@ func TestE2ERotation(t *testing.T) {
 
 // One inner TCP stream and four, over one path and over two (IPv4 + IPv6,
 // 40 Mbit/s each) in round_robin and flow modes; every transfer's checksum
-// must match. round_robin spreads even one stream over both paths (the
-// receiver's reorder window keeps it in order), so one stream must beat
-// one path clearly; flow pins a stream to a path, so only four streams can.
+// must match (one of them a 64 MiB single stream over round_robin).
+// round_robin spreads even one stream over both paths (the receiver's
+// reorder window keeps it in order), so one stream and four must beat one
+// path clearly. flow pins each stream to one path: one stream stays at one
+// path's rate, and four gain only when the hash puts streams on both paths
+// (all four on one path has a chance of 1 in 8), so there only a collapse
+// fails. The streams run for a fixed time, so a path that finishes its
+// share early does not hide the other's rate.
 func TestE2EMultipathModes(t *testing.T) {
 	tp := newTopology(t)
 	s := dualStackServer(t, tp)
 	shapePaths(t, tp, pathRate)
-	const size = 64 << 20
+	const run = 8 * time.Second
 
 	one := startClient(t, tp, multipathClient(t, s, 1, false, "flow", 0))
 	one.waitConnected(t, 1, connectTimeout)
 	waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
-	base1, _ := parallelUpload(t, tp, 1, size/2, 90*time.Second)
+	base1, _ := parallelUploadFor(t, tp, 1, run, 90*time.Second)
 	one.p.stop(5 * time.Second)
 	waitServerConns(t, tp, "old session gone", 10*time.Second, func(p []string) bool { return len(p) == 0 })
 
@@ -341,26 +353,26 @@ func TestE2EMultipathModes(t *testing.T) {
 		})
 		waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
 		r := row{mode: mode}
-		r.single, r.singleRe = parallelUpload(t, tp, 1, size, 120*time.Second)
-		r.four, r.fourRe = parallelUpload(t, tp, 4, size/4, 120*time.Second)
+		if mode == "round_robin" {
+			r.single, r.singleRe = parallelUpload(t, tp, 1, 64<<20, 120*time.Second)
+		} else {
+			r.single, r.singleRe = parallelUploadFor(t, tp, 1, run, 90*time.Second)
+		}
+		r.four, r.fourRe = parallelUploadFor(t, tp, 4, run, 90*time.Second)
 		rows = append(rows, r)
 		c.p.stop(5 * time.Second)
 		waitServerConns(t, tp, "old session gone", 10*time.Second, func(p []string) bool { return len(p) == 0 })
 	}
 	t.Logf("one path, 1 stream: %.1f Mbit/s", base1)
 	for _, r := range rows {
-		t.Logf("two paths, %s: 1 stream %.1f Mbit/s (%.2fx one path, %d retransmissions), 4 streams %.1f Mbit/s (%.2fx, %d retransmissions)",
+		t.Logf("two paths, %s: 1 stream %.1f Mbit/s (%.2fx one path, %d inner retransmissions), 4 streams %.1f Mbit/s (%.2fx, %d inner retransmissions)",
 			r.mode, r.single, r.single/base1, r.singleRe, r.four, r.four/base1, r.fourRe)
 	}
-	// Measured here: round_robin 1 stream 1.32-1.39x, 4 streams
-	// 1.18-1.26x; flow 4 streams 1.26-1.33x (the sender's head-of-line
-	// blocking bounds it; see README). Only a loss of the gain fails.
-	if rr := rows[0]; rr.single < 1.15*base1 {
-		t.Errorf("round_robin: one stream over two paths %.1f Mbit/s, not above one path's %.1f", rr.single, base1)
+	rr, flow := rows[0], rows[1]
+	if rr.single < 1.3*base1 || rr.four < 1.3*base1 {
+		t.Errorf("round_robin over two paths (1 stream %.1f, 4 streams %.1f Mbit/s) not clearly above one path (%.1f)", rr.single, rr.four, base1)
 	}
-	for _, r := range rows {
-		if r.four < 1.1*base1 {
-			t.Errorf("%s: four streams over two paths %.1f Mbit/s, not above one path's %.1f", r.mode, r.four, base1)
-		}
+	if flow.four < 0.8*base1 {
+		t.Errorf("flow: four streams over two paths %.1f Mbit/s, less than one path's %.1f", flow.four, base1)
 	}
 }
