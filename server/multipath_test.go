@@ -1,11 +1,15 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -368,7 +372,10 @@ func countOrder(out chan []byte, final <-chan []uint32) (reordered int, err erro
 // with it, at most a few (a hole skipped when the busy test machine
 // stalled a reader longer than the wait).
 func TestRoundRobinInOrder(t *testing.T) {
-	r := newRig(t, nil)
+	logs := &syncBuffer{}
+	r := newRigWith(t, "127.0.0.1:0", nil, func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
 	sess, ctun := startSession(t, engine.SessionParams{
 		Dialers:  []engine.Dialer{slowDialer{r.addr, 3 * time.Millisecond, new(atomic.Int32)}},
 		Username: "alice", Password: "alice-pw", Parallel: 2, Mux: wire.MuxRoundRobin,
@@ -422,4 +429,40 @@ func TestRoundRobinInOrder(t *testing.T) {
 	late, skipped, _ := sess.ReorderStats()
 	t.Logf("up: %d packets, %d out of order (server: %d holes skipped, %d late); down: %d packets, %d out of order (client: %d skipped, %d late)",
 		up.sent[0], ur.n, ro.Skipped.Load(), ro.Late.Load(), down.sent[0], dr.n, skipped, late)
+
+	// The server sums the session up when it ends.
+	sess.Close()
+	re := regexp.MustCompile(`msg="session ended" user=alice .* connections=2 mux=round_robin rx_bytes=(\d+) tx_bytes=(\d+) reorder_late=\d+ reorder_skipped=\d+`)
+	deadline := time.Now().Add(5 * time.Second)
+	for re.FindStringSubmatch(logs.String()) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("no session summary in the server log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m := re.FindStringSubmatch(logs.String())
+	if rx, _ := strconv.Atoi(m[1]); rx < int(up.sent[0])*36 {
+		t.Errorf("summary rx_bytes=%s, want at least the %d packets of 36 bytes sent up", m[1], up.sent[0])
+	}
+	if tx, _ := strconv.Atoi(m[2]); tx < int(down.sent[0])*36 {
+		t.Errorf("summary tx_bytes=%s, want at least the %d packets of 36 bytes sent down", m[2], down.sent[0])
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -510,7 +510,7 @@ func (s *Server) authenticate(ekmFn func() ([]byte, error), h *wire.Hello, remot
 // which is how a reconnecting client gets its addresses back) and publishes
 // the session in the client table.
 func (s *Server) newSession(h *wire.Hello) (*session, error) {
-	ss := &session{srv: s, user: h.Username, mux: h.Mux, queue: make(chan *outBuf, s.queueLen), done: make(chan struct{})}
+	ss := &session{srv: s, user: h.Username, mux: h.Mux, queue: make(chan *outBuf, s.queueLen), done: make(chan struct{}), started: time.Now()}
 	if h.Mux == wire.MuxRoundRobin {
 		// The client numbers its packets; put them back in order
 		// before routing them.

@@ -102,6 +102,11 @@ type session struct {
 	// (nil unless round_robin).
 	seq     uint32
 	reorder *engine.Reorder
+
+	// For the summary line when the session ends.
+	started          time.Time
+	joined           atomic.Int32  // connections that served the session
+	rxBytes, txBytes atomic.Uint64 // DATA from and (framed) to the client
 }
 
 func (ss *session) welcome(s *Server) *wire.Welcome {
@@ -258,12 +263,24 @@ func (ss *session) writer() {
 				}
 				if err := l.write(ob.b, 2*ss.srv.keepalive); err != nil {
 					l.c.Close()
+				} else {
+					ss.txBytes.Add(uint64(len(ob.b)))
 				}
 			}
 			ss.sendMu.Unlock()
 			putOut(ob)
 		}
 	}
+}
+
+func muxName(m uint8) string {
+	switch m {
+	case wire.MuxRoundRobin:
+		return "round_robin"
+	case wire.MuxActiveStandby:
+		return "active_standby"
+	}
+	return "flow"
 }
 
 // survivors lists the links of old that are still in cur.
@@ -445,6 +462,7 @@ func (ss *session) addLink(l *slink) bool {
 	}
 	nl := append(append([]*slink(nil), old...), l)
 	ss.links.Store(&nl)
+	ss.joined.Add(1)
 	return true
 }
 
@@ -488,10 +506,13 @@ func (ss *session) end() {
 		for _, l := range ss.linkList() {
 			l.c.Close()
 		}
+		args := []any{"user", ss.user, "addrs", ss.addrs, "duration", time.Since(ss.started).Round(time.Second),
+			"connections", ss.joined.Load(), "mux", muxName(ss.mux), "rx_bytes", ss.rxBytes.Load(), "tx_bytes", ss.txBytes.Load()}
 		if ss.reorder != nil {
 			ss.reorder.Stop()
+			args = append(args, "reorder_late", ss.reorder.Late.Load(), "reorder_skipped", ss.reorder.Skipped.Load())
 		}
-		s.log.Info("session ended", "user", ss.user, "addrs", ss.addrs)
+		s.log.Info("session ended", args...)
 	})
 }
 
@@ -518,6 +539,8 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 	dead := 3 * s.keepalive
 	last := time.Now()
 	c.SetReadDeadline(last.Add(dead))
+	var rx uint64
+	defer func() { ss.rxBytes.Add(rx) }()
 	for {
 		f, err := r.Next()
 		if err != nil {
@@ -528,9 +551,11 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 		}
 		switch f.Type {
 		case wire.TypeData:
+			rx += uint64(len(f.Payload))
 			ss.route(f.Payload, b)
 		case wire.TypeSeqData:
 			if seq, p, ok := wire.ParseSeqData(f.Payload); ok {
+				rx += uint64(len(p))
 				if ss.reorder != nil {
 					ss.reorder.Push(seq, p)
 				} else {
@@ -573,6 +598,8 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 			if ss.reorder != nil {
 				ss.reorder.Flush()
 			}
+			ss.rxBytes.Add(rx)
+			rx = 0
 			now := time.Now()
 			l.lastRecv.Store(now.UnixNano())
 			if now.Sub(last) > time.Second {

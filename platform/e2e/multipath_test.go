@@ -147,31 +147,31 @@ func iperfUp(t *testing.T, tp *topology, n int) float64 {
 	t.Helper()
 	srv := startProc(t, tp.SRV, "iperf3-server", procOpts{}, "iperf3", "-s", "-1", "-B", tunSrv4)
 	defer srv.stop(2 * time.Second)
-	var out string
+	// Until the server listens, iperf3 -J may exit 0 with an "error" in
+	// its JSON ("Connection refused"): retry on that too.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		o, err := exec.Command("ip", "netns", "exec", tp.CLI, "timeout", "30", "iperf3", "-c", tunSrv4,
 			"-P", strconv.Itoa(n), "-t", "6", "-J").Output()
+		var res struct {
+			Error string `json:"error"`
+			End   struct {
+				SumReceived struct {
+					BitsPerSecond float64 `json:"bits_per_second"`
+				} `json:"sum_received"`
+			} `json:"end"`
+		}
 		if err == nil {
-			out = string(o)
-			break
+			err = json.Unmarshal(o, &res)
+		}
+		if err == nil && res.Error == "" && res.End.SumReceived.BitsPerSecond > 0 {
+			return res.End.SumReceived.BitsPerSecond / 1e6
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("iperf3: %v\n%s", err, o)
+			t.Fatalf("iperf3: %v %s\n%s", err, res.Error, o)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out), &res); err != nil || res.End.SumReceived.BitsPerSecond == 0 {
-		t.Fatalf("iperf3 result: %v\n%s", err, out)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e6
 }
 
 // serverConns lists the client addresses of the server's established
@@ -249,10 +249,12 @@ func TestE2EMultipath(t *testing.T) {
 	// The IPv6 path goes dark during a transfer: the flows on it move to
 	// IPv4 within 2 keepalive intervals and the transfer completes.
 	done := make(chan struct{})
+	var dropAt time.Time
 	go func() {
 		defer close(done)
 		time.Sleep(1500 * time.Millisecond)
 		mustNS(t, tp.RTR, "ip6tables", "-w", "5", "-I", "FORWARD", "-j", "DROP")
+		dropAt = time.Now()
 	}()
 	t.Cleanup(func() { nsRun(tp.RTR, "ip6tables", "-w", "5", "-D", "FORWARD", "-j", "DROP") })
 	failStart := time.Now()
@@ -263,6 +265,19 @@ func TestE2EMultipath(t *testing.T) {
 		t.Fatalf("no failover logged; client log:\n%s", tail(c.p.Stderr(), 20))
 	}
 	t.Logf("with the IPv6 path dropped after 1.5 s: %.1f Mbit/s over %v; %s", rate, time.Since(failStart).Round(time.Millisecond), lost)
+	// Failover time: from the drop to the client's log line (keepalive
+	// 2 s: the connection is declared dead within 2 intervals).
+	if m := regexp.MustCompile(`time=(\S+)`).FindStringSubmatch(lost); m != nil {
+		at, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			t.Fatalf("log time %q: %v", m[1], err)
+		}
+		took := at.Sub(dropAt)
+		t.Logf("failover %v after the IPv6 path went dark (keepalive 2 s)", took.Round(10*time.Millisecond))
+		if took > 5*time.Second {
+			t.Errorf("failover took %v, want within 2 keepalive intervals (4 s)", took)
+		}
+	}
 	mustNS(t, tp.RTR, "ip6tables", "-w", "5", "-D", "FORWARD", "-j", "DROP")
 	back := time.Now()
 	waitServerConns(t, tp, "the IPv6 path rejoins", 45*time.Second, func(p []string) bool {
