@@ -11,8 +11,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,9 +37,17 @@ type Options struct {
 	CreateTUN func(name string, mtu int) (tundev.Device, error)
 	// NewNet returns a fresh network configurator for each connection.
 	NewNet func() (netcfg.Configurator, error)
-	// Cleanup, when set, undoes what a crashed run left behind; it is
-	// called before each connect.
+	// Cleanup, when set, undoes the routes, DNS and TUN a crashed run left
+	// behind; it is called before each connect. It must leave the kill
+	// switch alone: a connect with kill_switch replaces it in one step (no
+	// leak between), one without removes it through Firewall.
 	Cleanup func() error
+	// ResumeFile, when set, records the profile the user connected (0600,
+	// atomic) until the user disconnects or the helper stops cleanly. A
+	// helper that crashed and is restarted by its service manager finds it
+	// and reconnects (Resume), and a kill switch the crashed run left on
+	// stays closed all the while.
+	ResumeFile string
 	// Run runs one connection until its context ends; nil means client.Run.
 	Run func(ctx context.Context, o client.Options) error
 	// Logger receives the daemon's and the client's logs; the daemon also
@@ -212,6 +222,12 @@ func (d *Daemon) Connect(name string) error {
 			d.log.Warn("cleaning up a previous run", "err", err)
 		}
 	}
+	if !cfg.Network.KillSwitch {
+		// A kill switch left by a crashed run (or the previous profile)
+		// would block this one.
+		d.disableFirewall()
+	}
+	d.saveResume(name)
 	netc, err := d.opts.NewNet()
 	if err != nil {
 		e := &api.Error{Code: api.CodeSystem, Message: "network configuration: " + err.Error()}
@@ -265,11 +281,15 @@ func (d *Daemon) runSafe(ctx context.Context, o client.Options) (err error) {
 }
 
 // Disconnect stops the connection and waits until the OS state is
-// restored. Without a connection it clears a previous error.
+// restored. Without a connection it clears a previous error. The user's
+// intent is "no tunnel": the resume record goes, and so does a kill switch
+// that a crashed run or a failed resume left blocking.
 func (d *Daemon) Disconnect() error {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
+	d.clearResume()
 	if !d.stop() {
+		d.disableFirewall()
 		d.mu.Lock()
 		if d.st.State == api.Failed {
 			d.setLocked(func(s *api.Status) { *s = api.Status{State: api.Disconnected} })
@@ -277,6 +297,70 @@ func (d *Daemon) Disconnect() error {
 		d.mu.Unlock()
 	}
 	return nil
+}
+
+// Resume reconnects the profile of the resume record, if there is one: the
+// helper was restarted after a crash while the user was connected. It
+// reports the profile ("" without a record).
+func (d *Daemon) Resume() (string, error) {
+	if d.opts.ResumeFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(d.opts.ResumeFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("resume record: %w", err)
+	}
+	name := strings.TrimSpace(string(b))
+	if name == "" {
+		d.clearResume()
+		return "", nil
+	}
+	d.log.Warn("the helper stopped while connected; reconnecting", "profile", name)
+	if err := d.Connect(name); err != nil {
+		// The record stays (and so does a kill switch) until the user
+		// disconnects: the status shows why.
+		d.mu.Lock()
+		if d.cur == nil {
+			e, ok := err.(*api.Error)
+			if !ok {
+				e = &api.Error{Code: api.CodeSystem, Message: err.Error()}
+			}
+			d.setLocked(func(s *api.Status) { *s = api.Status{State: api.Failed, Profile: name, Error: e} })
+		}
+		d.mu.Unlock()
+		return name, fmt.Errorf("reconnect %q: %w", name, err)
+	}
+	return name, nil
+}
+
+func (d *Daemon) saveResume(name string) {
+	if d.opts.ResumeFile == "" {
+		return
+	}
+	if err := config.WriteFileAtomic(d.opts.ResumeFile, []byte(name+"\n"), 0o600); err != nil {
+		d.log.Warn("saving the resume record", "err", err)
+	}
+}
+
+func (d *Daemon) clearResume() {
+	if d.opts.ResumeFile == "" {
+		return
+	}
+	if err := os.Remove(d.opts.ResumeFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.log.Warn("removing the resume record", "err", err)
+	}
+}
+
+func (d *Daemon) disableFirewall() {
+	if d.opts.Firewall == nil {
+		return
+	}
+	if err := d.opts.Firewall.Disable(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		d.log.Warn("removing the kill switch", "err", err)
+	}
 }
 
 // stop cancels the running connection, if any, and waits for it; it
@@ -309,6 +393,7 @@ func (d *Daemon) Close() error {
 	d.closed = true
 	d.mu.Unlock()
 	d.stop()
+	d.clearResume() // a clean stop: nothing to resume
 	close(d.done)
 	<-d.tickDone
 	return nil
@@ -492,6 +577,7 @@ func (d *Daemon) renamed(from, to string) {
 	defer d.mu.Unlock()
 	if d.cur != nil && d.cur.profile == from {
 		d.cur.profile = to
+		d.saveResume(to)
 	}
 	if d.pending == from {
 		d.pending = to

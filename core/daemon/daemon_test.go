@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -680,5 +681,138 @@ func TestCloseStopsConnection(t *testing.T) {
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fakeFirewall counts what the daemon asks of the kill switch.
+type fakeFirewall struct {
+	mu       sync.Mutex
+	disables int
+}
+
+func (f *fakeFirewall) Enable(netcfg.KillSwitch) error { return nil }
+func (f *fakeFirewall) Disable() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.disables++
+	return nil
+}
+func (f *fakeFirewall) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.disables
+}
+
+// newResumeDaemon is a daemon with a resume record at resume and a fake
+// firewall, on the profiles in dir.
+func newResumeDaemon(t *testing.T, f *fakeRun, dir, resume string, fw *fakeFirewall) *Daemon {
+	t.Helper()
+	d, err := New(Options{
+		ProfilesDir: filepath.Join(dir, "profiles"),
+		CreateTUN:   func(string, int) (tundev.Device, error) { return nil, errors.New("no TUN in tests") },
+		NewNet:      func() (netcfg.Configurator, error) { return fakeNet{}, nil },
+		Run:         f.run,
+		Firewall:    fw,
+		ResumeFile:  resume,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// The resume record follows the user's intent: written on connect, kept
+// while connected (a crash leaves it), removed by disconnect and by a
+// clean stop; a restarted helper reconnects the recorded profile without
+// touching the kill switch.
+func TestResumeAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	resume := filepath.Join(dir, "resume")
+	ks := strings.Replace(profileTOML, "[authentication]", "[network]\nkill_switch = true\n[authentication]", 1)
+
+	f := newFakeRun()
+	fw := &fakeFirewall{}
+	d := newResumeDaemon(t, f, dir, resume, fw)
+	importProfile(t, d, "home", ks)
+	if err := d.Connect("home"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, d, "connected", inState(api.Connected))
+	if b, err := os.ReadFile(resume); err != nil || strings.TrimSpace(string(b)) != "home" {
+		t.Fatalf("resume record %q, %v", b, err)
+	}
+	if fw.count() != 0 {
+		t.Fatal("connecting a kill-switch profile removed the kill switch first (a leak window)")
+	}
+	// "Crash": the helper goes away without Close; the record stays.
+	// A new helper resumes the profile and leaves the firewall alone.
+	f2 := newFakeRun()
+	fw2 := &fakeFirewall{}
+	d2 := newResumeDaemon(t, f2, dir, resume, fw2)
+	t.Cleanup(func() { d2.Close(); d.Close() })
+	if name, err := d2.Resume(); err != nil || name != "home" {
+		t.Fatalf("resume: %q, %v", name, err)
+	}
+	if s := waitFor(t, d2, "reconnected", inState(api.Connected)); s.Profile != "home" {
+		t.Fatalf("resumed %+v", s)
+	}
+	if fw2.count() != 0 {
+		t.Fatal("resuming removed the kill switch")
+	}
+	// The user disconnects: record gone, and nothing to resume later.
+	if err := d2.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(resume); !os.IsNotExist(err) {
+		t.Fatalf("resume record after disconnect: %v", err)
+	}
+	if name, err := d2.Resume(); err != nil || name != "" {
+		t.Fatalf("resume without a record: %q, %v", name, err)
+	}
+	// A profile without kill switch removes a leftover one; a clean stop
+	// removes the record.
+	importProfile(t, d2, "plain", profileTOML)
+	before := fw2.count()
+	if err := d2.Connect("plain"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, d2, "connected", inState(api.Connected))
+	if fw2.count() != before+1 {
+		t.Fatal("a profile without kill switch kept a leftover kill switch")
+	}
+	d2.Close()
+	if _, err := os.Stat(resume); !os.IsNotExist(err) {
+		t.Fatalf("resume record after a clean stop: %v", err)
+	}
+}
+
+// A resume that cannot connect (the profile is gone) fails visibly and
+// keeps blocking until the user disconnects, which removes the kill switch.
+func TestResumeFailureKeepsBlockingUntilDisconnect(t *testing.T) {
+	dir := t.TempDir()
+	resume := filepath.Join(dir, "resume")
+	if err := os.WriteFile(resume, []byte("gone\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fw := &fakeFirewall{}
+	d := newResumeDaemon(t, newFakeRun(), dir, resume, fw)
+	t.Cleanup(func() { d.Close() })
+	if _, err := d.Resume(); err == nil {
+		t.Fatal("resuming a missing profile succeeded")
+	}
+	if s := d.Status(); s.State != api.Failed || s.Profile != "gone" || s.Error == nil {
+		t.Fatalf("status after a failed resume: %+v", s)
+	}
+	if fw.count() != 0 {
+		t.Fatal("a failed resume opened the kill switch")
+	}
+	if err := d.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	if fw.count() != 1 || d.Status().State != api.Disconnected {
+		t.Fatalf("disconnect after a failed resume: %d disables, status %+v", fw.count(), d.Status())
+	}
+	if _, err := os.Stat(resume); !os.IsNotExist(err) {
+		t.Fatalf("resume record after disconnect: %v", err)
 	}
 }

@@ -30,7 +30,14 @@ type helperAPI struct {
 // profiles in a fresh temp dir, and waits until the API answers.
 func startHelperAPI(t *testing.T, tp *topology, name string) *helperAPI {
 	t.Helper()
-	dir := t.TempDir()
+	return startHelperAPIIn(t, tp, name, t.TempDir(), true)
+}
+
+// startHelperAPIIn runs "mirage-helper run" in cli with its socket, state
+// and profiles under dir (a restart reuses the dir), and waits until the
+// API answers; fresh says it must report Disconnected.
+func startHelperAPIIn(t *testing.T, tp *topology, name, dir string, fresh bool) *helperAPI {
+	t.Helper()
 	// Other users may traverse to the socket: only its mode and the
 	// helper's peer check decide who gets in.
 	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
@@ -54,7 +61,7 @@ func startHelperAPI(t *testing.T, tp *topology, name string) *helperAPI {
 		st, err := h.c.Status(ctx)
 		cancel()
 		if err == nil {
-			if st.State != api.Disconnected {
+			if fresh && st.State != api.Disconnected {
 				t.Fatalf("fresh helper status %q, want %q", st.State, api.Disconnected)
 			}
 			return h
@@ -137,9 +144,15 @@ func (w *statusWatch) waitFor(t *testing.T, what string, timeout time.Duration, 
 // waiting for Connected and a ping through the tunnel.
 func (h *helperAPI) importAndConnect(t *testing.T, tp *topology, s *mserver, w *statusWatch) api.Status {
 	t.Helper()
+	return h.importFileAndConnect(t, tp, s.clientPath(), w)
+}
+
+// importFileAndConnect is importAndConnect with the profile from path.
+func (h *helperAPI) importFileAndConnect(t *testing.T, tp *topology, path string, w *statusWatch) api.Status {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
-	raw, err := os.ReadFile(s.clientPath())
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,10 +3,13 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mirage-vpn/mirage/core/api"
 )
 
 // killSwitchActive reports whether cli has the kill switch's nftables table.
@@ -129,5 +132,84 @@ func TestE2EKillSwitchAllowLAN(t *testing.T) {
 	}
 	if killSwitchActive(t, tp) {
 		t.Fatal("kill switch left on after a normal disconnect")
+	}
+}
+
+// The helper service crashes while connected with the kill switch on: the
+// LAN stays blocked while it is down and while the restarted helper comes
+// up; the restarted helper reconnects the profile by itself (traffic flows
+// through the tunnel again) and the kill switch only opens when the user
+// disconnects, which restores the namespace exactly.
+func TestE2EHelperCrashKeepsKillSwitch(t *testing.T) {
+	tp := newTopology(t)
+	s := startGeneratedServer(t, tp)
+	before := tp.snapshot(t)
+	conf := derivedClient(t, s, func(m map[string]any) {
+		table(m, "network")["kill_switch"] = true
+	})
+	dir := t.TempDir()
+	h := startHelperAPIIn(t, tp, "mirage-helper-run", dir, true)
+	w := watchStatus(t, h.c)
+	h.importFileAndConnect(t, tp, conf, w)
+	waitPing(t, tp.CLI, hostAddr, 5*time.Second)
+	if err := ping(tp.CLI, rtrCliAddr); err == nil {
+		t.Fatal("the LAN router answered outside the tunnel with the kill switch on")
+	}
+
+	// The helper dies; the service manager would start it again.
+	h.p.signal(syscall.SIGKILL)
+	if _, err := h.p.wait(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !killSwitchActive(t, tp) {
+		t.Fatal("the kill switch went away with the killed helper")
+	}
+	if err := ping(tp.CLI, rtrCliAddr); err == nil {
+		t.Fatal("leak while the helper is down")
+	}
+	h2 := startHelperAPIIn(t, tp, "mirage-helper-run-2", dir, false)
+	if err := ping(tp.CLI, rtrCliAddr); err == nil {
+		t.Fatal("leak while the restarted helper comes up")
+	}
+	w2 := watchStatus(t, h2.c)
+	st := w2.waitFor(t, "the profile reconnected by itself", connectTimeout, func(s api.Status) bool { return s.State == api.Connected })
+	if st.Profile != "e2e" {
+		t.Errorf("resumed profile %q, want e2e", st.Profile)
+	}
+	waitPing(t, tp.CLI, hostAddr, 10*time.Second)
+	if !killSwitchActive(t, tp) {
+		t.Fatal("kill switch missing after the resume")
+	}
+	if err := ping(tp.CLI, rtrCliAddr); err == nil {
+		t.Fatal("leak after the resume")
+	}
+	if !strings.Contains(h2.p.Stderr(), "reconnecting") {
+		t.Errorf("the restarted helper did not log the resume:\n%s", tail(h2.p.Stderr(), 20))
+	}
+
+	// The user disconnects: everything open and exactly as before.
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	if _, err := h2.c.Disconnect(ctx); err != nil {
+		t.Fatalf("disconnect: %v", err)
+	}
+	waitRestored(t, tp, before, "after disconnecting the resumed profile")
+	if killSwitchActive(t, tp) {
+		t.Fatal("kill switch still on after disconnect")
+	}
+	if err := ping(tp.CLI, rtrCliAddr); err != nil {
+		t.Fatalf("the router is unreachable after disconnect: %v", err)
+	}
+	// And a later restart does not reconnect.
+	h2.p.signal(syscall.SIGTERM)
+	if _, err := h2.p.wait(stopTimeout); err != nil {
+		t.Fatal(err)
+	}
+	h3 := startHelperAPIIn(t, tp, "mirage-helper-run-3", dir, true)
+	time.Sleep(time.Second)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel2()
+	if st, err := h3.c.Status(ctx2); err != nil || st.State != api.Disconnected {
+		t.Fatalf("helper after a disconnect and a clean restart: %+v, %v", st, err)
 	}
 }

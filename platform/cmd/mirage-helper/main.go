@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/mirage-vpn/mirage/core/client"
@@ -174,12 +175,20 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 }
 
 // cleanupAll undoes what a crashed run left: routes, addresses, DNS and the
-// TUN device (from the journal in stateDir) and a kill switch that is still
-// blocking traffic.
+// TUN device (from the journal in stateDir), a kill switch that is still
+// blocking traffic, and the service's resume record (so it does not
+// reconnect).
 func cleanupAll(log *slog.Logger, stateDir string) error {
 	err := osnet.Cleanup(log, stateDir)
 	if kerr := killswitch.Disable(log); kerr != nil && !errors.Is(kerr, errors.ErrUnsupported) {
 		err = errors.Join(err, kerr)
 	}
+	if rerr := os.Remove(resumeFile(stateDir)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		err = errors.Join(err, rerr)
+	}
 	return err
 }
+
+// resumeFile is where the service records the profile the user connected
+// (see daemon.Options.ResumeFile).
+func resumeFile(stateDir string) string { return filepath.Join(stateDir, "resume") }

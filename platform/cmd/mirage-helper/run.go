@@ -72,8 +72,16 @@ func serve(ctx context.Context, f runFlags, log *slog.Logger) error {
 	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	// A previous run that crashed may have left routes, DNS or a TUN behind.
-	if err := cleanupAll(log, f.stateDir); err != nil {
+	// A previous run that crashed may have left routes, DNS or a TUN
+	// behind. If it crashed while the user was connected (the resume
+	// record is there), its kill switch stays on until the profile is
+	// reconnected below or the user disconnects: a crash never opens it.
+	resume := resumeFile(f.stateDir)
+	if _, err := os.Stat(resume); err == nil {
+		if err := osnet.Cleanup(log, f.stateDir); err != nil {
+			log.Warn("cleaning up a previous run", "err", err)
+		}
+	} else if err := cleanupAll(log, f.stateDir); err != nil {
 		log.Warn("cleaning up a previous run", "err", err)
 	}
 	mon := netmon.New(log)
@@ -82,7 +90,8 @@ func serve(ctx context.Context, f runFlags, log *slog.Logger) error {
 		ProfilesDir: f.profilesDir,
 		CreateTUN:   tun.CreateTUN,
 		NewNet:      func() (netcfg.Configurator, error) { return osnet.New(log, f.stateDir) },
-		Cleanup:     func() error { return cleanupAll(log, f.stateDir) },
+		Cleanup:     func() error { return osnet.Cleanup(log, f.stateDir) },
+		ResumeFile:  resume,
 		Logger:      log,
 		Version:     version,
 		Firewall:    killswitch.Firewall{Log: log},
@@ -110,6 +119,9 @@ func serve(ctx context.Context, f runFlags, log *slog.Logger) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("local API listening", "socket", f.socket, "group", f.group, "version", version)
+	if _, err := d.Resume(); err != nil {
+		log.Error("reconnecting after a restart", "err", err)
+	}
 
 	var serveErr error
 	select {
