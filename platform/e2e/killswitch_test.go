@@ -135,6 +135,46 @@ func TestE2EKillSwitchAllowLAN(t *testing.T) {
 	}
 }
 
+// Kill switch without allow_lan, DNS through the tunnel: only the tunnel's
+// resolver answers. The LAN's resolver is blocked, and so is another
+// resolver reached through the tunnel (a query to it could reveal the
+// user's names to a third party); other UDP through the tunnel works.
+func TestE2EKillSwitchNoDNSLeak(t *testing.T) {
+	tp := newTopology(t)
+	s := startGeneratedServer(t, tp)
+	const otherResolver = "203.0.113.3"
+	mustNS(t, tp.HOST, "ip", "addr", "add", otherResolver+"/24", "dev", hostIf)
+	startRole(t, tp.RTR, "lan-udp", "udpecho", "2m", rtrCliAddr+":53")
+	startRole(t, tp.HOST, "host-udp", "udpecho", "2m", hostAddr+":53", otherResolver+":53", otherResolver+":5353")
+	time.Sleep(300 * time.Millisecond)
+	if !udpAnswered(t, tp.CLI, rtrCliAddr+":53") {
+		t.Fatal("the LAN resolver does not answer before connecting (test setup)")
+	}
+	conf := derivedClient(t, s, func(m map[string]any) {
+		n := table(m, "network")
+		n["kill_switch"] = true
+		n["dns_servers"] = []string{hostAddr} // the tunnel's resolver
+	})
+	c := startClient(t, tp, conf)
+	c.waitConnected(t, 1, connectTimeout)
+	waitPing(t, tp.CLI, hostAddr, 5*time.Second)
+	if !udpAnswered(t, tp.CLI, hostAddr+":53") {
+		t.Error("DNS to the tunnel's resolver is blocked")
+	}
+	if udpAnswered(t, tp.CLI, rtrCliAddr+":53") {
+		t.Error("DNS leak: the LAN's resolver answered")
+	}
+	if udpAnswered(t, tp.CLI, otherResolver+":53") {
+		t.Error("DNS leak: a resolver other than the tunnel's answered through the tunnel")
+	}
+	if !udpAnswered(t, tp.CLI, otherResolver+":5353") {
+		t.Error("non-DNS UDP through the tunnel is blocked")
+	}
+	if err := ping(tp.CLI, rtrCliAddr); err == nil {
+		t.Error("the LAN router answered with the kill switch on and allow_lan off")
+	}
+}
+
 // The helper service crashes while connected with the kill switch on: the
 // LAN stays blocked while it is down and while the restarted helper comes
 // up; the restarted helper reconnects the profile by itself (traffic flows
