@@ -57,9 +57,10 @@ type Options struct {
 	Version string
 	// Firewall is the kill switch for profiles with [network] kill_switch.
 	Firewall netcfg.Firewall
-	// DialControl and NetChanges are passed to every connection (see
-	// client.Options).
-	DialControl func(network, address string, c syscall.RawConn) error
+	// DialControl, when set, gives the dial control of a connection whose
+	// TUN is named tunName ([network] interface_name), and NetChanges is
+	// passed to every connection (see client.Options).
+	DialControl func(tunName string) func(network, address string, c syscall.RawConn) error
 	NetChanges  <-chan struct{}
 }
 
@@ -259,7 +260,7 @@ func (d *Daemon) Connect(name string) error {
 		Stats:     cur.stats,
 		Firewall:  d.opts.Firewall,
 
-		DialControl: d.opts.DialControl,
+		DialControl: dialControl(d.opts.DialControl, cfg.Network.InterfaceName),
 		NetChanges:  d.opts.NetChanges,
 	}
 	go func() {
@@ -268,6 +269,13 @@ func (d *Daemon) Connect(name string) error {
 		d.finished(cur, ctx, err)
 	}()
 	return nil
+}
+
+func dialControl(f func(string) func(string, string, syscall.RawConn) error, tun string) func(string, string, syscall.RawConn) error {
+	if f == nil {
+		return nil
+	}
+	return f(tun)
 }
 
 // runSafe turns a panic in the client into an error so the helper stays up.

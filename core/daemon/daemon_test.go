@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -814,5 +815,39 @@ func TestResumeFailureKeepsBlockingUntilDisconnect(t *testing.T) {
 	}
 	if _, err := os.Stat(resume); !os.IsNotExist(err) {
 		t.Fatalf("resume record after disconnect: %v", err)
+	}
+}
+
+// Each connection's dial control is made for its profile's TUN name, so
+// the socket binder can refuse to bind to the tunnel itself.
+func TestDialControlPerProfile(t *testing.T) {
+	f := newFakeRun()
+	var mu sync.Mutex
+	var names []string
+	d, err := New(Options{
+		ProfilesDir: filepath.Join(t.TempDir(), "profiles"),
+		CreateTUN:   func(string, int) (tundev.Device, error) { return nil, errors.New("no TUN in tests") },
+		NewNet:      func() (netcfg.Configurator, error) { return fakeNet{}, nil },
+		Run:         f.run,
+		DialControl: func(tun string) func(string, string, syscall.RawConn) error {
+			mu.Lock()
+			names = append(names, tun)
+			mu.Unlock()
+			return func(string, string, syscall.RawConn) error { return nil }
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	importProfile(t, d, "home", strings.Replace(profileTOML, "[authentication]", "[network]\ninterface_name = \"mtest7\"\n[authentication]", 1))
+	if err := d.Connect("home"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, d, "connected", inState(api.Connected))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(names) != 1 || names[0] != "mtest7" {
+		t.Fatalf("dial control made for %q, want the profile's TUN mtest7", names)
 	}
 }

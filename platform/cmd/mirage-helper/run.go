@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/mirage-vpn/mirage/core/daemon"
@@ -95,7 +96,7 @@ func serve(ctx context.Context, f runFlags, log *slog.Logger) error {
 		Logger:      log,
 		Version:     version,
 		Firewall:    killswitch.Firewall{Log: log},
-		DialControl: bind.Control("", log.Debug),
+		DialControl: func(tun string) func(string, string, syscall.RawConn) error { return bind.Control(tun, log.Debug) },
 		NetChanges:  mon.Changes(),
 	})
 	if err != nil {
