@@ -11,6 +11,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/shaping"
 	"github.com/mirage-vpn/mirage/core/tundev/tundevtest"
+	"github.com/mirage-vpn/mirage/core/wire"
 )
 
 // sizeLog collects padding payload sizes seen by one side.
@@ -60,21 +61,28 @@ func TestShapingOnEveryTransport(t *testing.T) {
 		c.Obfuscation.PaddingProbability = 1
 	}
 	for _, tc := range []struct {
-		name string
-		rig  func(t *testing.T, onPad func(int)) (*rig, engine.Dialer)
+		name     string
+		rig      func(t *testing.T, onPad func(int)) (*rig, engine.Dialer)
+		parallel int
+		mux      uint8
 	}{
 		{"tcp-tls", func(t *testing.T, onPad func(int)) (*rig, engine.Dialer) {
 			r := newRigWith(t, "127.0.0.1:0", shapeServer, func(o *Options) { o.OnPadding = onPad })
 			return r, testDialer{r.addr}
-		}},
+		}, 1, wire.MuxFlow},
 		{"reality", func(t *testing.T, onPad func(int)) (*rig, engine.Dialer) {
 			r := newRealityRigWith(t, shapeServer, func(o *Options) { o.OnPadding = onPad })
 			return r.rig, r.realityDialer(r.pub, r.sid)
-		}},
+		}, 1, wire.MuxFlow},
 		{"quic", func(t *testing.T, onPad func(int)) (*rig, engine.Dialer) {
 			r, addr := quicRigWith(t, shapeServer, func(o *Options) { o.OnPadding = onPad })
 			return r, quicDialer{addr: addr, cache: tls.NewLRUClientSessionCache(1)}
-		}},
+		}, 1, wire.MuxFlow},
+		// Multipath: two connections, packets numbered and spread per packet.
+		{"tcp-tls-2-round-robin", func(t *testing.T, onPad func(int)) (*rig, engine.Dialer) {
+			r := newRigWith(t, "127.0.0.1:0", shapeServer, func(o *Options) { o.OnPadding = onPad })
+			return r, testDialer{r.addr}
+		}, 2, wire.MuxRoundRobin},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var atServer, atClient sizeLog
@@ -82,7 +90,12 @@ func TestShapingOnEveryTransport(t *testing.T) {
 			sess, tun := startSession(t, engine.SessionParams{
 				Dialers: []engine.Dialer{d}, Username: "alice", Password: "alice-pw",
 				Shaping: &shaping.Params{Probability: 1}, OnPadding: atClient.add,
+				Parallel: tc.parallel, Mux: tc.mux,
 			}, 1300)
+			if tc.parallel > 1 {
+				waitLinks(t, r.srv, tc.parallel)
+				waitClientLinks(t, sess, tc.parallel)
+			}
 			me := sess.Welcome.ClientAddrs[0].Addr()
 			for i := range n {
 				payload := bytes.Repeat([]byte{byte(i)}, 20+i%200)
@@ -97,6 +110,11 @@ func TestShapingOnEveryTransport(t *testing.T) {
 			deadline := time.Now().Add(5 * time.Second)
 			for (len(atServer.snapshot()) < n || len(atClient.snapshot()) < n) && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
+			}
+			for _, l := range sess.Links() {
+				if tc.parallel > 1 && (l.TxBytes == 0 || l.RxBytes == 0) {
+					t.Fatalf("a connection carried nothing: %+v", sess.Links())
+				}
 			}
 			checkProfile(t, "client to server", atServer.snapshot(), 2000)
 			checkProfile(t, "server to client", atClient.snapshot(), 2000)
