@@ -294,28 +294,105 @@ func TestPFGolden(t *testing.T) {
 	}
 }
 
-// TestPFSurvivesCrash: the rules stay in pf when the process dies; a later
-// process's Disable (from the state file) removes them and releases pf.
+// TestPFSurvivesCrash: for every golden case on both OSes, the rules stay
+// in pf when the process dies (the block is still in place: the anchor
+// holds exactly the case's ruleset, it is referenced from the main ruleset
+// and pf is on); a later process's Disable (from the state file) removes
+// them and releases pf, back to the initial state. FreeBSD is run from an
+// empty, unloaded pf, where the anchor references mirage loaded stay after
+// Disable (as TestPFGolden accepts), and from a pf.conf that already has
+// the reference, where Disable restores pf exactly.
 func TestPFSurvivesCrash(t *testing.T) {
+	type start struct {
+		name string
+		prep func(f *fakePF)
+		// leftover is what Disable leaves beyond the initial state.
+		leftover func(base string) string
+	}
+	exact := func(base string) string { return base }
+	starts := map[string][]start{
+		"darwin": {{name: "stock", prep: func(*fakePF) {}, leftover: exact}},
+		"freebsd": {
+			{name: "empty", prep: func(*fakePF) {}, leftover: func(base string) string {
+				return strings.Replace(base, "loaded false", "loaded true", 1) +
+					"anchor \"mirage/*\" all\nnat-anchor \"mirage/*\" all\nrdr-anchor \"mirage/*\" all\n"
+			}},
+			{name: "referenced", prep: func(f *fakePF) {
+				f.loaded = true
+				f.main = []string{`anchor "mirage/*" all`}
+			}, leftover: exact},
+		},
+	}
 	for _, fl := range []pfFlavor{pfDarwin, pfFreeBSD} {
-		f := newFakePF(t, fl)
-		f.loaded = true
-		if fl.name == "freebsd" {
-			f.main = []string{`anchor "mirage/*" all`}
+		for _, st := range starts[fl.name] {
+			for _, tc := range pfCases {
+				t.Run(fl.name+"/"+st.name+"/"+tc.name, func(t *testing.T) {
+					f := newFakePF(t, fl)
+					st.prep(f)
+					base := f.state()
+					if err := pfEnable(pfDiscard(), f, fl, tc.cfg); err != nil {
+						t.Fatalf("Enable: %v\n%s", err, f.takeLog())
+					}
+					// The crash: no Disable. A new process has nothing in
+					// memory, only pf and the state file.
+					f.takeLog()
+					pfCheckBlocking(t, f, fl, tc.cfg)
+					if on, err := pfActive(f, fl); !on || err != nil {
+						t.Fatalf("kill switch not active after the process died: %v %v", on, err)
+					}
+					if err := pfDisable(pfDiscard(), f, fl); err != nil {
+						t.Fatalf("Disable: %v\n%s", err, f.takeLog())
+					}
+					if got, want := f.state(), st.leftover(base); got != want {
+						t.Errorf("after Disable:\n%s\nwant:\n%s\ncommands:\n%s", got, want, f.takeLog())
+					}
+					if on, err := pfActive(f, fl); on || err != nil {
+						t.Errorf("Active after Disable = %v, %v", on, err)
+					}
+				})
+			}
 		}
-		base := f.state()
-		if err := pfEnable(pfDiscard(), f, fl, pfCases[3].cfg); err != nil {
-			t.Fatal(err)
-		}
-		// A new process: nothing in memory, same pf and files.
-		if on, err := pfActive(f, fl); !on || err != nil || !f.enabled {
-			t.Fatalf("%s: kill switch not active after the process died: %v %v", fl.name, on, err)
-		}
-		if err := pfDisable(pfDiscard(), f, fl); err != nil {
-			t.Fatal(err)
-		}
-		if got := f.state(); got != base {
-			t.Errorf("%s: after Disable:\n%s\nwant:\n%s", fl.name, got, base)
+	}
+}
+
+// pfCheckBlocking checks that pf (as a crashed process left it) holds the
+// kill switch for cfg: pf is on and its state file recorded, the main
+// ruleset evaluates the anchor, the anchor holds exactly cfg's ruleset and
+// that ruleset blocks the outside while passing the server and the tunnel.
+func pfCheckBlocking(t *testing.T, f *fakePF, fl pfFlavor, cfg Config) {
+	t.Helper()
+	if !f.enabled {
+		t.Error("pf is not enabled")
+	}
+	if _, ok := f.files[pfStatePath]; !ok {
+		t.Errorf("no %s: a new process could not release pf", pfStatePath)
+	}
+	if !slices.Contains(f.main, `anchor "`+fl.root+`/*" all`) {
+		t.Errorf("the main ruleset does not evaluate the anchor: %q", f.main)
+	}
+	var lans []netip.Prefix
+	if cfg.AllowLAN {
+		lans = f.lanNets
+	}
+	got := f.anchors[fl.anchor]
+	if want := renderPF(rules(cfg, lans), fl.anchor); got != want {
+		t.Fatalf("anchor %s after the crash:\n%s\nwant:\n%s", fl.anchor, got, want)
+	}
+	a := netip.MustParseAddr
+	srv := cfg.Servers[0]
+	for _, p := range []struct {
+		pkt  pfPacket
+		pass bool
+	}{
+		{pfPacket{oif: "en0", dst: a("203.0.113.10"), proto: "tcp", sport: 40000, dport: 443}, false},
+		{pfPacket{oif: "en0", dst: a("fd00:9::1"), proto: "tcp", sport: 40000, dport: 443}, false},
+		{pfPacket{oif: "en0", dst: a("203.0.113.10"), proto: "udp", sport: 40000, dport: 53}, false},
+		{pfPacket{oif: "en0", dst: srv.Addr(), proto: "udp", sport: 40000, dport: srv.Port()}, true},
+		{pfPacket{oif: cfg.TunInterface, dst: a("203.0.113.10"), proto: "tcp", sport: 40000, dport: 443}, true},
+		{pfPacket{oif: "en0", dst: a("198.51.100.7"), proto: "tcp", sport: 40000, dport: 445}, cfg.AllowLAN},
+	} {
+		if pass := pfDecide(t, got, p.pkt); pass != p.pass {
+			t.Errorf("after the crash: out on %s to %s %s port %d: pass=%v, want %v", p.pkt.oif, p.pkt.dst, p.pkt.proto, p.pkt.dport, pass, p.pass)
 		}
 	}
 }

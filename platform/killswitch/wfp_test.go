@@ -337,16 +337,22 @@ type wfpFake struct {
 	state, txn *wfpFakeState
 	calls      []string
 	failAdd    int // addFilter index that fails, -1 for none
+	// crashAdd is the addFilter index at which the process dies (a
+	// wfpCrash panic: no commit, no abort), -1 for none.
+	crashAdd int
 }
+
+// wfpCrash is the panic value of a simulated crash inside the fake.
+type wfpCrash struct{}
 
 type wfpFakeState struct {
 	provider, sublayer bool
-	filters            map[int]string
+	filters            map[int]wfpFilter
 }
 
 func (s *wfpFakeState) clone() *wfpFakeState {
 	c := *s
-	c.filters = map[int]string{}
+	c.filters = map[int]wfpFilter{}
 	for k, v := range s.filters {
 		c.filters[k] = v
 	}
@@ -368,7 +374,7 @@ func (s *wfpFakeState) String() string {
 }
 
 func newWFPFake() *wfpFake {
-	return &wfpFake{state: &wfpFakeState{filters: map[int]string{}}, failAdd: -1}
+	return &wfpFake{state: &wfpFakeState{filters: map[int]wfpFilter{}}, failAdd: -1, crashAdd: -1}
 }
 
 func (f *wfpFake) log(s string) { f.calls = append(f.calls, s) }
@@ -408,13 +414,16 @@ func (f *wfpFake) addFilter(i int, flt wfpFilter) error {
 	if i == f.failAdd {
 		return errors.New("injected failure")
 	}
+	if i == f.crashAdd {
+		panic(wfpCrash{})
+	}
 	if _, ok := f.cur().filters[i]; ok {
 		return errors.New("FWP_E_ALREADY_EXISTS")
 	}
 	if !f.cur().sublayer {
 		return errors.New("filter without sublayer")
 	}
-	f.cur().filters[i] = flt.String()
+	f.cur().filters[i] = flt
 	return nil
 }
 func (f *wfpFake) deleteFilter(i int) (bool, error) {
@@ -491,7 +500,7 @@ func TestWFPInstallRemove(t *testing.T) {
 
 	// Crash: the process is gone, the persistent objects stay; a new
 	// session (cleanup) removes them.
-	crashed := &wfpFake{state: fake.state, failAdd: -1}
+	crashed := &wfpFake{state: fake.state, failAdd: -1, crashAdd: -1}
 	if on, _ := wfpActive(crashed); !on {
 		t.Fatal("filters did not survive the crash")
 	}
@@ -507,6 +516,107 @@ func TestWFPInstallRemove(t *testing.T) {
 	// Removing again is fine.
 	if err := wfpRemove(crashed); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWFPSurvivesCrash: for every golden config, the persistent filters
+// outlive the process that installed them, also when it dies in the middle
+// of replacing them (the open transaction is discarded with its session):
+// a new session finds exactly the installed filters, which still block
+// the outside; its Disable (wfpRemove) brings the engine back to empty.
+func TestWFPSurvivesCrash(t *testing.T) {
+	for _, c := range wfpCases {
+		t.Run(c.name, func(t *testing.T) {
+			fake := newWFPFake()
+			base := fake.state.String()
+			fs, err := wfpFilters(c.cfg, c.lans, c.luid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := wfpInstall(fake, fs); err != nil {
+				t.Fatal(err)
+			}
+			installed := fake.state.String()
+
+			// The process dies in the middle of an Enable that replaces the
+			// filters with another config's.
+			other := wfpCases[4].cfg // dns
+			if c.name == "dns" {
+				other = wfpCases[0].cfg
+			}
+			next, err := wfpFilters(other, nil, wfpTestLUID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fake.crashAdd = len(next) / 2
+			func() {
+				defer func() {
+					if r := recover(); r != (wfpCrash{}) {
+						panic(r)
+					}
+				}()
+				_ = wfpInstall(fake, next)
+				t.Fatal("the simulated crash did not happen")
+			}()
+			if fake.txn == nil {
+				t.Fatal("the crash left no open transaction (the test simulates nothing)")
+			}
+
+			// A new process: a new session on the same persistent state.
+			crashed := &wfpFake{state: fake.state, failAdd: -1, crashAdd: -1}
+			if got := crashed.state.String(); got != installed {
+				t.Fatalf("after the crash:\n%s\nwant what was installed:\n%s", got, installed)
+			}
+			if on, err := wfpActive(crashed); !on || err != nil {
+				t.Fatalf("kill switch not active after the crash: %v %v", on, err)
+			}
+			if !crashed.state.provider || !crashed.state.sublayer || len(crashed.state.filters) != len(fs) {
+				t.Fatalf("after the crash: provider %v sublayer %v, %d filters, want %d",
+					crashed.state.provider, crashed.state.sublayer, len(crashed.state.filters), len(fs))
+			}
+			left := make([]wfpFilter, len(fs))
+			for i := range fs {
+				left[i] = crashed.state.filters[i]
+			}
+			wfpCheckBlocking(t, left, c.cfg, c.lans, c.luid)
+
+			if err := wfpRemove(crashed); err != nil {
+				t.Fatal(err)
+			}
+			if got := crashed.state.String(); got != base {
+				t.Errorf("after Disable:\n%s\nwant:\n%s", got, base)
+			}
+			if on, _ := wfpActive(crashed); on {
+				t.Error("still active after Disable")
+			}
+		})
+	}
+}
+
+// wfpCheckBlocking checks the decisions of the filters a crashed process
+// left for cfg: the outside is blocked both ways, the server, loopback and
+// (when it exists) the tunnel are allowed, the LAN only with AllowLAN.
+func wfpCheckBlocking(t *testing.T, fs []wfpFilter, cfg Config, lans []netip.Prefix, luid uint64) {
+	t.Helper()
+	a := netip.MustParseAddr
+	const phys = 0x0006_0000_0b00_0000 // the physical interface
+	srv := cfg.Servers[0]
+	lanAllowed := cfg.AllowLAN && slices.ContainsFunc(lans, func(p netip.Prefix) bool { return p.Contains(a("192.0.2.9")) })
+	for _, p := range []wfpPacket{
+		{layer: wfpConnectV4, remote: a("203.0.113.10"), proto: wfpProtoTCP, rport: 443, luid: phys},
+		{layer: wfpConnectV6, remote: a("fd00:9::1"), proto: wfpProtoTCP, rport: 443, luid: phys},
+		{layer: wfpConnectV4, remote: a("203.0.113.10"), proto: wfpProtoUDP, rport: 53, luid: phys},
+		{layer: wfpRecvAcceptV4, remote: a("203.0.113.10"), proto: wfpProtoTCP, lport: 22, luid: phys},
+		{layer: wfpRecvAcceptV6, remote: a("fd00:9::1"), proto: wfpProtoTCP, lport: 22, luid: phys},
+		{layer: wfpConnectV4, remote: srv.Addr(), proto: wfpProtoTCP, rport: uint64(srv.Port()), luid: phys, wantAllow: true},
+		{layer: wfpConnectV4, remote: a("127.0.0.1"), proto: wfpProtoTCP, rport: 8080, loopback: true, wantAllow: true},
+		{layer: wfpConnectV4, remote: a("203.0.113.10"), proto: wfpProtoTCP, rport: 443, luid: wfpTestLUID, wantAllow: luid != 0},
+		{layer: wfpConnectV4, remote: a("192.0.2.9"), proto: wfpProtoTCP, rport: 445, luid: phys, wantAllow: lanAllowed},
+	} {
+		if got := wfpDecide(fs, p); got != p.wantAllow {
+			t.Errorf("after the crash %s %s proto %d lport %d rport %d luid %#x loopback %v: allowed=%v, want %v",
+				p.layer, p.remote, p.proto, p.lport, p.rport, p.luid, p.loopback, got, p.wantAllow)
+		}
 	}
 }
 

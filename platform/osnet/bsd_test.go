@@ -625,51 +625,76 @@ func TestBSDGolden(t *testing.T) {
 }
 
 // TestBSDCrashCleanup drops a configurator without Close and replays its
-// journal with Cleanup on a fresh instance: the machine is restored. On
-// macOS the utun dies with the process (taking its routes); on FreeBSD the
-// tun device stays and Cleanup destroys it.
+// journal with Cleanup on a fresh instance, for every golden case of
+// TestBSDGolden on both OSes: the machine is back to its exact initial
+// state. On macOS the utun dies with the process (taking its routes); on
+// FreeBSD the tun device stays and Cleanup destroys it.
 func TestBSDCrashCleanup(t *testing.T) {
 	for _, fl := range []bsdFlavor{flavorDarwin, flavorFreeBSD} {
-		for _, noRC := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/noresolvconf=%v", fl, noRC), func(t *testing.T) {
-				f, c, dir := newBSDFixture(t, fl, noRC)
-				base := f.state()
-				cfg := bsdCases[2].cfg // excluded: bypass, excluded, /1 halves, DNS
-				cfg.Interface = bsdTun(fl)
-				if err := c.Set(cfg); err != nil {
-					t.Fatal(err)
+		for _, tc := range bsdCases {
+			if tc.noResolvconf && fl == flavorDarwin {
+				continue // as in TestBSDGolden: macOS DNS is scutil either way
+			}
+			// FreeBSD also runs each case with the resolv.conf file
+			// backend (no /sbin/resolvconf).
+			noRCs := []bool{tc.noResolvconf}
+			if fl == flavorFreeBSD && !tc.noResolvconf {
+				noRCs = append(noRCs, true)
+			}
+			for _, noRC := range noRCs {
+				name := string(fl) + "/" + tc.name
+				if noRC != tc.noResolvconf {
+					name += "/resolvfile"
 				}
-				if f.state() == base {
-					t.Fatal("Set changed nothing")
-				}
-				if fl == flavorDarwin {
-					f.die(cfg.Interface)
-				}
-				if _, err := newBSDConfigurator(bsdDiscard(), dir, f, fl); err == nil || !strings.Contains(err.Error(), "run cleanup first") {
-					t.Fatalf("New with a leftover journal: %v", err)
-				}
-				f.takeLog()
-				if err := bsdCleanup(bsdDiscard(), dir, f, fl); err != nil {
-					t.Fatalf("Cleanup: %v\n%s", err, f.takeLog())
-				}
-				log := f.takeLog()
-				if got := f.state(); got != base {
-					t.Errorf("state after Cleanup:\n%s\nwant:\n%s\ncommands:\n%s", got, base, log)
-				}
-				if _, ok := f.ifs[cfg.Interface]; ok {
-					t.Errorf("tunnel device %s still exists after Cleanup", cfg.Interface)
-				}
-				if _, ok, _ := loadJournal(dir); ok {
-					t.Error("journal left after Cleanup")
-				}
-				if err := bsdCleanup(bsdDiscard(), dir, f, fl); err != nil || len(f.log) != 0 {
-					t.Errorf("second Cleanup: %v, ran %q", err, f.log)
-				}
-				if _, err := newBSDConfigurator(bsdDiscard(), dir, f, fl); err != nil {
-					t.Errorf("New after Cleanup: %v", err)
-				}
-			})
+				t.Run(name, func(t *testing.T) {
+					bsdCrashCleanup(t, fl, tc.cfg, noRC)
+				})
+			}
 		}
+	}
+}
+
+// bsdCrashCleanup applies cfg, drops the configurator without Close (a
+// killed run), replays the journal with Cleanup and checks that the fake
+// machine is back to its exact initial state.
+func bsdCrashCleanup(t *testing.T, fl bsdFlavor, cfg netcfg.Config, noResolvconf bool) {
+	f, c, dir := newBSDFixture(t, fl, noResolvconf)
+	base := f.state()
+	cfg.Interface = bsdTun(fl)
+	if err := c.Set(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if f.state() == base {
+		t.Fatal("Set changed nothing")
+	}
+	// The crash: no Close. A darwin utun dies with its process.
+	if fl == flavorDarwin {
+		f.die(cfg.Interface)
+	}
+	if _, err := newBSDConfigurator(bsdDiscard(), dir, f, fl); err == nil || !strings.Contains(err.Error(), "run cleanup first") {
+		t.Fatalf("New with a leftover journal: %v", err)
+	}
+	f.takeLog()
+	if err := bsdCleanup(bsdDiscard(), dir, f, fl); err != nil {
+		t.Fatalf("Cleanup: %v\n%s", err, f.takeLog())
+	}
+	log := f.takeLog()
+	// The tunnel device is not part of state(); Cleanup must
+	// have removed it (FreeBSD) or it died (macOS).
+	if _, ok := f.ifs[cfg.Interface]; ok {
+		t.Errorf("tunnel device %s still exists after Cleanup", cfg.Interface)
+	}
+	if got := f.state(); got != base {
+		t.Errorf("state after Cleanup:\n%s\nwant the initial state:\n%s\ncommands:\n%s", got, base, log)
+	}
+	if _, ok, _ := loadJournal(dir); ok {
+		t.Error("journal left after Cleanup")
+	}
+	if err := bsdCleanup(bsdDiscard(), dir, f, fl); err != nil || len(f.log) != 0 {
+		t.Errorf("second Cleanup: %v, ran %q", err, f.log)
+	}
+	if _, err := newBSDConfigurator(bsdDiscard(), dir, f, fl); err != nil {
+		t.Errorf("New after Cleanup: %v", err)
 	}
 }
 
