@@ -33,6 +33,19 @@ func NewPool(server netip.Prefix) *Pool {
 	return &Pool{prefix: p, server: server.Addr(), used: map[netip.Addr]bool{}, next: p.Addr().Next(), size: size}
 }
 
+// Usage returns the addresses handed out and the pool's size: the
+// addresses clients can get (host addresses less the server's), or 65536
+// for pools larger than that (IPv6).
+func (p *Pool) Usage() (used, size uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	size = p.size
+	if size < maxScan && size > 0 {
+		size-- // the server's own address
+	}
+	return uint64(len(p.used)), size
+}
+
 // Prefix returns the pool's network.
 func (p *Pool) Prefix() netip.Prefix { return p.prefix }
 

@@ -161,6 +161,7 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 	case <-qc.HandshakeComplete():
 	case <-time.After(s.hsTimeout):
 		s.log.Debug("quic handshake did not complete; dropping the early request", "remote", remote)
+		s.Stats.HandshakeTimeout.Add(1)
 		return
 	case <-s.ctx.Done():
 		return
@@ -190,6 +191,11 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 // bytes read while looking for a Hello are put back in front of the body.
 func (s *Server) h3Fallback(w http.ResponseWriter, r *http.Request, consumed []byte, reason string) {
 	s.Stats.AuthFailures.Add(1)
+	if reason == errBadCredentials.Error() || reason == errBadJoin.Error() {
+		s.Stats.HandshakeBadCredentials.Add(1)
+	} else {
+		s.Stats.HandshakeCamouflage.Add(1)
+	}
 	s.log.Debug("not a valid client, serving the web site over HTTP/3", "remote", r.RemoteAddr, "reason", reason)
 	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	if r.Method == http.MethodConnect {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,15 @@ type Stats struct {
 	NoRouteDrops   atomic.Uint64
 	QueueDrops     atomic.Uint64
 	IsolationDrops atomic.Uint64
+	// Handshake outcomes (disjoint): a connection that joined a session,
+	// wrong credentials or session proof, anything else handed to the
+	// camouflage (web site or REALITY target), a replayed REALITY hello
+	// (spliced too, counted only here), nothing sent before the deadline.
+	HandshakeOK, HandshakeBadCredentials, HandshakeCamouflage atomic.Uint64
+	HandshakeReplay, HandshakeTimeout                         atomic.Uint64
+	// Traffic of all sessions: DATA from clients (rx) and frames to them
+	// (tx, framed bytes).
+	RxBytes, RxPackets, TxBytes atomic.Uint64
 }
 
 // ticketTTL is how long a resume ticket is accepted.
@@ -101,6 +111,8 @@ type Server struct {
 	table    atomic.Pointer[map[netip.Addr]*session]
 	mu       sync.Mutex
 	sessions map[[16]byte]*session
+	// userTotals is the traffic of each user's ended sessions (metrics).
+	userTotals map[string]userTotal
 
 	Stats Stats
 
@@ -133,7 +145,7 @@ func New(o Options) (*Server, error) {
 		limiter:  auth.NewLimiter(max(c.Connection.MaxConcurrentAuth, 1), c.Connection.MaxHandshakesPerIP),
 		pending:  make(chan struct{}, maxPendingHandshakes),
 		pool4:    NewPool(v4),
-		sessions: map[[16]byte]*session{},
+		sessions: map[[16]byte]*session{}, userTotals: map[string]userTotal{},
 		// send_queue_packets is counted in TUN read batches of ~16 packets.
 		queueLen:  max(c.Connection.SendQueuePackets/16, 16),
 		shaping:   c.Obfuscation.Shaping(),
@@ -257,12 +269,17 @@ func (s *Server) handleConn(raw net.Conn) {
 	raw.SetDeadline(deadline)
 	stop := context.AfterFunc(s.ctx, func() { raw.Close() })
 	defer stop()
-	tc := s.demux(raw, deadline, remote, release)
+	tc, transport := s.demux(raw, deadline, remote, release)
 	if tc == nil {
 		return
 	}
 	if err := tc.HandshakeContext(s.ctx); err != nil {
 		s.log.Debug("tls handshake failed", "remote", remote, "err", err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.Stats.HandshakeTimeout.Add(1)
+		} else {
+			s.Stats.HandshakeCamouflage.Add(1) // a TLS client that gave up: nothing more to show it
+		}
 		raw.Close()
 		return
 	}
@@ -272,11 +289,17 @@ func (s *Server) handleConn(raw net.Conn) {
 	if err != nil {
 		// Nothing (or too little) sent before the deadline: close, as an
 		// idle web server would.
+		s.Stats.HandshakeTimeout.Add(1)
 		tc.Close()
 		return
 	}
 	toFallback := func(reason string) {
 		s.Stats.AuthFailures.Add(1)
+		if reason == errBadCredentials.Error() || reason == errBadJoin.Error() {
+			s.Stats.HandshakeBadCredentials.Add(1)
+		} else {
+			s.Stats.HandshakeCamouflage.Add(1)
+		}
 		s.log.Debug("not a valid client, serving the web site", "remote", remote, "reason", reason)
 		release()
 		s.serveFallback(tc, br, alpn)
@@ -310,7 +333,7 @@ func (s *Server) handleConn(raw net.Conn) {
 		return
 	}
 	br.Discard(wire.HeaderLen + n)
-	s.attach(ss, welcome, hello, tc, wire.NewReaderBufio(br), remote, "tcp", func() {
+	s.attach(ss, welcome, hello, tc, wire.NewReaderBufio(br), remote, transport, func() {
 		raw.SetDeadline(time.Time{})
 		release()
 	})
@@ -349,6 +372,8 @@ func (s *Server) attach(ss *session, welcome *wire.Welcome, hello *wire.Hello, c
 	if ready != nil {
 		ready()
 	}
+	s.Stats.HandshakeOK.Add(1)
+	l.transport = transport
 	s.log.Info("client connected", "user", ss.user, "remote", remote, "transport", transport, "addrs", ss.addrs, "join", hello.Join != nil)
 	ss.serveLink(l, r)
 }
@@ -359,29 +384,37 @@ func (s *Server) attach(ss *session, welcome *wire.Welcome, hello *wire.Hello, c
 // REALITY TLS server; everything else (bad or replayed auth, other SNIs,
 // non-TLS bytes) is spliced to the real destination site, so a prober talks
 // to that site. It returns nil when the connection was handled.
-func (s *Server) demux(raw net.Conn, deadline time.Time, remote netip.Addr, release func()) *tls.Conn {
+func (s *Server) demux(raw net.Conn, deadline time.Time, remote netip.Addr, release func()) (*tls.Conn, string) {
 	if s.reality == nil {
-		return tls.Server(raw, s.tlsConf)
+		return tls.Server(raw, s.tlsConf), "tcp-tls"
 	}
 	hello, parsed, err := reality.ReadClientHello(raw, deadline)
 	if err == nil && s.tlsNames[strings.ToLower(parsed.ServerName)] {
-		return tls.Server(&replayConn{Conn: raw, pending: hello}, s.tlsConf)
+		return tls.Server(&replayConn{Conn: raw, pending: hello}, s.tlsConf), "tcp-tls"
 	}
+	replayed := false
 	if err == nil {
-		if a, ok := s.reality.Authenticate(hello, parsed); ok {
+		a, r := s.reality.Check(hello, parsed)
+		if a != nil {
 			s.log.Debug("reality client authenticated", "remote", remote, "sni", a.ServerName)
-			return s.reality.TLSConn(raw, hello, a)
+			return s.reality.TLSConn(raw, hello, a), "reality"
 		}
+		replayed = r
 	}
 	// Everything else, including a connection that sent nothing before the
 	// deadline, goes to the real site, whose own timers then apply.
 	s.Stats.AuthFailures.Add(1)
+	if replayed {
+		s.Stats.HandshakeReplay.Add(1)
+	} else {
+		s.Stats.HandshakeCamouflage.Add(1)
+	}
 	s.log.Debug("splicing to the destination site", "remote", remote, "reason", err)
 	release()
 	if err := s.reality.Splice(s.ctx, raw, hello); err != nil && s.ctx.Err() == nil {
 		s.log.Debug("splice", "remote", remote, "err", err)
 	}
-	return nil
+	return nil, ""
 }
 
 // replayConn returns the bytes already read from a connection before the
@@ -449,7 +482,10 @@ func addrOf(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-var errBadCredentials = errors.New("bad credentials")
+var (
+	errBadCredentials = errors.New("bad credentials")
+	errBadJoin        = errors.New("bad session join")
+)
 
 // authenticate checks the Hello and returns the session the connection
 // joins (a new one, or an existing one for a valid join).
@@ -489,7 +525,7 @@ func (s *Server) authenticate(ekmFn func() ([]byte, error), h *wire.Hello, remot
 		s.mu.Unlock()
 		if ss == nil || ss.user != h.Username ||
 			!auth.CheckJoinProof(ss.joinKey[:], ss.id, h.Username, ekm, h.Join.Proof[:]) {
-			return nil, nil, errors.New("bad session join")
+			return nil, nil, errBadJoin
 		}
 		w := ss.welcome(s)
 		w.Ticket = ticket

@@ -41,8 +41,9 @@ func putOut(ob *outBuf) {
 
 // slink is one connection of a session.
 type slink struct {
-	c   net.Conn
-	wmu sync.Mutex
+	c         net.Conn
+	transport string // tcp-tls, reality or quic (set before serving)
+	wmu       sync.Mutex
 	// barrier, when set, is closed by the link's reader when the pong of a
 	// barrier ping arrives.
 	barrier atomic.Pointer[chan struct{}]
@@ -265,12 +266,25 @@ func (ss *session) writer() {
 					l.c.Close()
 				} else {
 					ss.txBytes.Add(uint64(len(ob.b)))
+					ss.srv.Stats.TxBytes.Add(uint64(len(ob.b)))
 				}
 			}
 			ss.sendMu.Unlock()
 			putOut(ob)
 		}
 	}
+}
+
+// userTotal is what a user's ended sessions carried.
+type userTotal struct{ rx, tx uint64 }
+
+func (ss *session) addRx(bytes, packets uint64) {
+	if bytes == 0 && packets == 0 {
+		return
+	}
+	ss.rxBytes.Add(bytes)
+	ss.srv.Stats.RxBytes.Add(bytes)
+	ss.srv.Stats.RxPackets.Add(packets)
 }
 
 func muxName(m uint8) string {
@@ -502,6 +516,10 @@ func (ss *session) end() {
 		s := ss.srv
 		s.mu.Lock()
 		s.removeLocked(ss)
+		t := s.userTotals[ss.user]
+		t.rx += ss.rxBytes.Load()
+		t.tx += ss.txBytes.Load()
+		s.userTotals[ss.user] = t
 		s.mu.Unlock()
 		for _, l := range ss.linkList() {
 			l.c.Close()
@@ -539,8 +557,8 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 	dead := 3 * s.keepalive
 	last := time.Now()
 	c.SetReadDeadline(last.Add(dead))
-	var rx uint64
-	defer func() { ss.rxBytes.Add(rx) }()
+	var rx, rxp uint64
+	defer func() { ss.addRx(rx, rxp) }()
 	for {
 		f, err := r.Next()
 		if err != nil {
@@ -552,10 +570,12 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 		switch f.Type {
 		case wire.TypeData:
 			rx += uint64(len(f.Payload))
+			rxp++
 			ss.route(f.Payload, b)
 		case wire.TypeSeqData:
 			if seq, p, ok := wire.ParseSeqData(f.Payload); ok {
 				rx += uint64(len(p))
+				rxp++
 				if ss.reorder != nil {
 					ss.reorder.Push(seq, p)
 				} else {
@@ -598,8 +618,8 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 			if ss.reorder != nil {
 				ss.reorder.Flush()
 			}
-			ss.rxBytes.Add(rx)
-			rx = 0
+			ss.addRx(rx, rxp)
+			rx, rxp = 0, 0
 			now := time.Now()
 			l.lastRecv.Store(now.UnixNano())
 			if now.Sub(last) > time.Second {

@@ -175,6 +175,8 @@ func (s *Server) MarshalTOML() ([]byte, error) {
 	w.table("metrics")
 	w.boolean("enabled", s.Metrics.Enabled)
 	w.str("listen", s.Metrics.Listen)
+	w.comment("Per-user byte counters (user names appear in the metrics).")
+	w.boolean("per_user", s.Metrics.PerUser)
 
 	writeObfuscation(w, &s.Obfuscation)
 	writeLog(w, &s.Log)

@@ -176,6 +176,8 @@ type Fallback struct {
 type Metrics struct {
 	Enabled bool   `toml:"enabled"`
 	Listen  string `toml:"listen"`
+	// PerUser adds per-user byte counters (user names become label values).
+	PerUser bool `toml:"per_user"`
 }
 
 // Shaping returns the traffic-shaping parameters of this section, or nil

@@ -92,6 +92,9 @@ func TestAuthenticate(t *testing.T) {
 				t.Fatalf("Authenticate = %v (%s), want %v", ok, reason, tc.ok)
 			}
 			if !ok {
+				if _, replayed := s.Check(raw, nil); replayed {
+					t.Error("a refused hello that was never accepted reported as a replay")
+				}
 				return
 			}
 			if a.ShortID != tc.sid || a.ClientTime.Unix() != tc.at.Unix() || a.certKey != certKey {
@@ -99,6 +102,9 @@ func TestAuthenticate(t *testing.T) {
 			}
 			if _, again := s.Authenticate(raw, nil); again {
 				t.Error("the same hello authenticated twice (replay)")
+			}
+			if a, replayed := s.Check(raw, nil); a != nil || !replayed {
+				t.Error("a replayed hello not reported as a replay")
 			}
 		})
 	}

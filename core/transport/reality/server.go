@@ -321,13 +321,22 @@ func ReadClientHello(conn net.Conn, deadline time.Time) (raw []byte, hello *tlsx
 // then it is parsed from raw. A true result is final: the same hello is
 // refused afterwards (replay).
 func (s *Server) Authenticate(raw []byte, hello *tlsx.ClientHello) (*Auth, bool) {
+	a, _ := s.Check(raw, hello)
+	return a, a != nil
+}
+
+// Check is Authenticate that also reports whether a refused hello was a
+// replay of an authenticator already used (for metrics).
+func (s *Server) Check(raw []byte, hello *tlsx.ClientHello) (a *Auth, replayed bool) {
 	a, reason := s.authenticate(raw, hello)
 	if a == nil {
 		s.log.Debug("reality: not authenticated", "reason", reason)
-		return nil, false
+		return nil, reason == reasonReplay
 	}
-	return a, true
+	return a, false
 }
+
+const reasonReplay = "replayed (or replay cache full)"
 
 func (s *Server) authenticate(raw []byte, hello *tlsx.ClientHello) (*Auth, string) {
 	if hello == nil {
@@ -378,7 +387,7 @@ func (s *Server) authenticate(raw []byte, hello *tlsx.ClientHello) (*Auth, strin
 	var key [16]byte
 	copy(key[:], hello.SessionID[payloadLen:]) // the GCM tag
 	if s.replay.Seen(key, ct, now) {
-		return nil, "replayed (or replay cache full)"
+		return nil, reasonReplay
 	}
 	return &Auth{ServerName: name, ShortID: p.ShortID, Version: p.Version, ClientTime: ct, certKey: k.cert}, ""
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -191,6 +192,20 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 				pc.Close()
 			}
 		}()
+	}
+
+	if cfg.Metrics.Enabled {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics: listen %s: %w", cfg.Metrics.Listen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler(cfg.Metrics.PerUser))
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+		go ms.Serve(mln)
+		defer ms.Close()
+		log.Info("metrics listening", "addr", mln.Addr().String(), "per_user", cfg.Metrics.PerUser)
 	}
 
 	tunDone := make(chan error, 1)

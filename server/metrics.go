@@ -1,0 +1,141 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// MetricsHandler serves the server's Prometheus metrics ([metrics]). The
+// values are read from the server's counters and session table at scrape
+// time, so the packet path carries no metrics code of its own. perUser adds
+// per-user counters (user names become label values).
+func (s *Server) MetricsHandler(perUser bool) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&serverCollector{s: s, perUser: perUser},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+var (
+	mSessions = prometheus.NewDesc("mirage_sessions",
+		"Client sessions (one per connected client, whatever its number of connections).", nil, nil)
+	mConnections = prometheus.NewDesc("mirage_connections",
+		"Connections of the sessions, by transport.", []string{"transport"}, nil)
+	mRxBytes = prometheus.NewDesc("mirage_received_bytes_total",
+		"Bytes of IP packets received from clients.", nil, nil)
+	mRxPackets = prometheus.NewDesc("mirage_received_packets_total",
+		"IP packets received from clients.", nil, nil)
+	mTxBytes = prometheus.NewDesc("mirage_sent_bytes_total",
+		"Bytes sent to clients (framed, before TLS or QUIC).", nil, nil)
+	mHandshakes = prometheus.NewDesc("mirage_handshakes_total",
+		"Connection attempts by outcome: ok, bad_credentials, camouflage (handed to the web site or the REALITY target), replay (a replayed REALITY hello, handed to the target), timeout.",
+		[]string{"outcome"}, nil)
+	mDrops = prometheus.NewDesc("mirage_dropped_total",
+		"Dropped traffic by reason: spoofed source, no session for the destination, isolation between clients (packets), a client's full send queue (batches).",
+		[]string{"reason"}, nil)
+	mPoolUsed = prometheus.NewDesc("mirage_address_pool_used",
+		"Tunnel addresses handed out, by family.", []string{"family"}, nil)
+	mPoolSize = prometheus.NewDesc("mirage_address_pool_size",
+		"Usable tunnel addresses, by family (IPv6 capped at 65536).", []string{"family"}, nil)
+	mUserRx = prometheus.NewDesc("mirage_user_received_bytes_total",
+		"Bytes of IP packets received from a user's clients ([metrics] per_user).", []string{"user"}, nil)
+	mUserTx = prometheus.NewDesc("mirage_user_sent_bytes_total",
+		"Bytes sent to a user's clients ([metrics] per_user).", []string{"user"}, nil)
+	mUserSessions = prometheus.NewDesc("mirage_user_sessions",
+		"A user's sessions ([metrics] per_user).", []string{"user"}, nil)
+)
+
+type serverCollector struct {
+	s       *Server
+	perUser bool
+}
+
+func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mSessions, mConnections, mRxBytes, mRxPackets, mTxBytes,
+		mHandshakes, mDrops, mPoolUsed, mPoolSize} {
+		ch <- d
+	}
+	if c.perUser {
+		ch <- mUserRx
+		ch <- mUserTx
+		ch <- mUserSessions
+	}
+}
+
+// userTraffic is what a user's sessions carried.
+type userTraffic struct {
+	rx, tx   uint64
+	sessions int
+}
+
+func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	st := &s.Stats
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+
+	conns := map[string]int{"tcp-tls": 0, "reality": 0, "quic": 0}
+	s.mu.Lock()
+	sessions := len(s.sessions)
+	users := make(map[string]*userTraffic, len(s.userTotals))
+	if c.perUser {
+		for u, t := range s.userTotals {
+			users[u] = &userTraffic{rx: t.rx, tx: t.tx}
+		}
+	}
+	for _, ss := range s.sessions {
+		for _, l := range ss.linkList() {
+			if l.transport != "" {
+				conns[l.transport]++
+			}
+		}
+		if c.perUser {
+			u := users[ss.user]
+			if u == nil {
+				u = &userTraffic{}
+				users[ss.user] = u
+			}
+			u.rx += ss.rxBytes.Load()
+			u.tx += ss.txBytes.Load()
+			u.sessions++
+		}
+	}
+	s.mu.Unlock()
+
+	gauge(mSessions, float64(sessions))
+	for t, n := range conns {
+		gauge(mConnections, float64(n), t)
+	}
+	counter(mRxBytes, st.RxBytes.Load())
+	counter(mRxPackets, st.RxPackets.Load())
+	counter(mTxBytes, st.TxBytes.Load())
+	counter(mHandshakes, st.HandshakeOK.Load(), "ok")
+	counter(mHandshakes, st.HandshakeBadCredentials.Load(), "bad_credentials")
+	counter(mHandshakes, st.HandshakeCamouflage.Load(), "camouflage")
+	counter(mHandshakes, st.HandshakeReplay.Load(), "replay")
+	counter(mHandshakes, st.HandshakeTimeout.Load(), "timeout")
+	counter(mDrops, st.SpoofDrops.Load(), "spoofed_source")
+	counter(mDrops, st.NoRouteDrops.Load(), "no_route")
+	counter(mDrops, st.IsolationDrops.Load(), "isolation")
+	counter(mDrops, st.QueueDrops.Load(), "queue_full")
+	for fam, p := range map[string]*Pool{"ipv4": s.pool4, "ipv6": s.pool6} {
+		if p == nil {
+			continue
+		}
+		used, size := p.Usage()
+		gauge(mPoolUsed, float64(used), fam)
+		gauge(mPoolSize, float64(size), fam)
+	}
+	for u, t := range users {
+		counter(mUserRx, t.rx, u)
+		counter(mUserTx, t.tx, u)
+		gauge(mUserSessions, float64(t.sessions), u)
+	}
+}
