@@ -94,6 +94,11 @@ type Daemon struct {
 
 	done     chan struct{} // closed by Close: stops the ticker and watchers
 	tickDone chan struct{}
+
+	// For /v1/metrics (under mu): traffic of the connections that ended,
+	// and how often a connection came up (first connect or reconnect).
+	ended    api.Stats
+	connects uint64
 }
 
 // session is one run of the client.
@@ -419,6 +424,7 @@ func (d *Daemon) onEvent(cur *session, e client.Event) {
 		d.setLocked(func(s *api.Status) { s.State = api.Connecting })
 	case client.Connected:
 		cur.links = e.Links
+		d.connects++
 		d.setLocked(func(s *api.Status) {
 			s.State = api.Connected
 			s.Error = nil
@@ -459,6 +465,10 @@ func (d *Daemon) finished(cur *session, ctx context.Context, err error) {
 		return
 	}
 	d.cur = nil
+	d.ended.TxBytes += cur.stats.TxBytes.Load()
+	d.ended.RxBytes += cur.stats.RxBytes.Load()
+	d.ended.TxPackets += cur.stats.TxPackets.Load()
+	d.ended.RxPackets += cur.stats.RxPackets.Load()
 	stopped := ctx.Err() != nil
 	if err == nil || (stopped && errors.Is(err, context.Canceled)) {
 		d.log.Info("disconnected", "profile", cur.profile)

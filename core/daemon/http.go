@@ -24,6 +24,7 @@ func (d *Daemon) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, d.Status())
 	})
 	mux.HandleFunc("GET /v1/watch", d.serveWatch)
+	mux.Handle("GET /v1/metrics", d.metricsHandler())
 	mux.HandleFunc("GET /v1/profiles", func(w http.ResponseWriter, r *http.Request) {
 		ps, err := d.store.list()
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -416,5 +417,71 @@ func TestNameRules(t *testing.T) {
 		if got := defaultName(host); got != want {
 			t.Errorf("defaultName(%q) = %q, want %q", host, got, want)
 		}
+	}
+}
+
+// metrics fetches /v1/metrics and returns its samples by name and labels.
+func metrics(t *testing.T, hc *http.Client) map[string]float64 {
+	t.Helper()
+	resp, err := hc.Get("http://h/v1/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET /v1/metrics: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		name, val, ok := strings.Cut(l, " ")
+		if !ok || !strings.HasPrefix(name, "mirage_client_") {
+			continue
+		}
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", l, err)
+		}
+		out[name] = f
+	}
+	return out
+}
+
+// /v1/metrics: state one-hot, connections, and traffic counters that keep
+// growing across a disconnect and a new connection (helper lifetime).
+func TestMetricsEndpoint(t *testing.T) {
+	f := newFakeRun()
+	d := newDaemon(t, f)
+	hc := serve(t, d)
+	importProfile(t, d, "home", profileTOML)
+	m := metrics(t, hc)
+	if m[`mirage_client_state{state="disconnected"}`] != 1 || m[`mirage_client_state{state="connected"}`] != 0 {
+		t.Fatalf("initial state metrics %v", m)
+	}
+	if err := d.Connect("home"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, d, "traffic", func(s api.Status) bool { return s.State == api.Connected && s.Stats.TxBytes >= 3000 })
+	m = metrics(t, hc)
+	if m[`mirage_client_state{state="connected"}`] != 1 || m[`mirage_client_connections{transport="tcp-tls"}`] != 1 ||
+		m[`mirage_client_sent_bytes_total`] < 3000 || m[`mirage_client_received_packets_total`] < 6 ||
+		m[`mirage_client_connects_total`] != 1 || m[`mirage_client_rtt_seconds`] < 0 {
+		t.Fatalf("connected metrics %v", m)
+	}
+	if err := d.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	after := metrics(t, hc)
+	if after[`mirage_client_sent_bytes_total`] < m[`mirage_client_sent_bytes_total`] ||
+		after[`mirage_client_state{state="disconnected"}`] != 1 || after[`mirage_client_connections{transport="tcp-tls"}`] != 0 {
+		t.Fatalf("after disconnect %v (before %v)", after, m)
+	}
+	if err := d.Connect("home"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, d, "connected again", inState(api.Connected))
+	again := metrics(t, hc)
+	if again[`mirage_client_sent_bytes_total`] < after[`mirage_client_sent_bytes_total`] || again[`mirage_client_connects_total`] != 2 {
+		t.Fatalf("second connection: %v (after the first %v)", again, after)
 	}
 }
