@@ -447,3 +447,61 @@ func TestE2EUsersAndInvite(t *testing.T) {
 		t.Errorf("alice still listed after users del:\n%s", list)
 	}
 }
+
+// [metrics] on a real server: after a session with traffic, a wrong
+// password and a plain HTTPS visitor, the endpoint shows the session, its
+// traffic, the user's bytes and each handshake outcome.
+func TestE2EMetrics(t *testing.T) {
+	tp := newTopology(t)
+	s := startGeneratedServer(t, tp)
+	s.stop(t)
+	m := readTOML(t, s.configPath())
+	mt := table(m, "metrics")
+	mt["enabled"], mt["listen"], mt["per_user"] = true, "127.0.0.1:9090", true
+	writeTOML(t, s.configPath(), m)
+	s.restart(t)
+
+	connect(t, tp, s)
+	waitPing(t, tp.CLI, hostAddr, 5*time.Second)
+	bad := startClient(t, tp, derivedClient(t, s, func(m map[string]any) {
+		table(m, "authentication")["password"] = "definitely-not-the-password"
+	}))
+	if code, err := bad.p.wait(30 * time.Second); err != nil || code != 2 {
+		t.Fatalf("client with a wrong password: status %d, %v", code, err)
+	}
+	if _, err := roleOutput(t, tp.CLI, 20*time.Second, "https", "https://"+serverEndpoint()+"/", "10s"); err != nil {
+		t.Fatalf("plain HTTPS GET: %v", err)
+	}
+	out, err := nsOutput(tp.SRV, "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9090/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v\n%s", err, out)
+	}
+	value := func(name string) float64 {
+		re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`)
+		mm := re.FindStringSubmatch(out)
+		if mm == nil {
+			t.Errorf("metric %s missing", name)
+			return -1
+		}
+		v, _ := strconv.ParseFloat(mm[1], 64)
+		return v
+	}
+	for name, want := range map[string]float64{
+		`mirage_sessions`: 1,
+		`mirage_handshakes_total{outcome="bad_credentials"}`: 1,
+		`mirage_connections{transport="tcp-tls"}`:            1,
+	} {
+		if got := value(name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	for _, name := range []string{`mirage_handshakes_total{outcome="ok"}`, `mirage_handshakes_total{outcome="camouflage"}`,
+		`mirage_received_bytes_total`, `mirage_sent_bytes_total`, `mirage_user_received_bytes_total{user="mirage"}`} {
+		if got := value(name); got <= 0 {
+			t.Errorf("%s = %v, want > 0", name, got)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics page:\n%s", out)
+	}
+}
