@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -113,5 +114,29 @@ func TestMetrics(t *testing.T) {
 	if after[`mirage_sessions`] != 0 || after[`mirage_user_received_bytes_total{user="alice"}`] != rx {
 		t.Errorf("after the session ended: sessions %v, alice's bytes %v (were %v)",
 			after[`mirage_sessions`], after[`mirage_user_received_bytes_total{user="alice"}`], rx)
+	}
+}
+
+// Every metric the sample Grafana dashboard queries exists.
+func TestGrafanaDashboardMetrics(t *testing.T) {
+	b, err := os.ReadFile("../packaging/grafana/mirage-server.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, nil)
+	r.connect(t, "alice", "alice-pw", 1)
+	have := map[string]bool{}
+	for k := range scrape(t, r.srv, true) {
+		name, _, _ := strings.Cut(k, "{")
+		have[name] = true
+	}
+	used := regexp.MustCompile(`mirage_[a-z_]+`).FindAllString(string(b), -1)
+	if len(used) < 5 {
+		t.Fatalf("dashboard queries only %v", used)
+	}
+	for _, name := range used {
+		if !have[name] {
+			t.Errorf("the dashboard queries %s, which the server does not export", name)
+		}
 	}
 }
