@@ -97,10 +97,18 @@ func (s *Server) quicTLSConfig(now time.Time) (*tls.Config, error) {
 	c := s.tlsConf.Clone()
 	c.NextProtos = []string{quictun.ALPN}
 	c.MinVersion = tls.VersionTLS13
-	if len(c.Certificates) == 0 || c.Certificates[0].PrivateKey == nil {
+	var key any
+	if len(c.Certificates) > 0 {
+		key = c.Certificates[0].PrivateKey
+	} else if c.GetCertificate != nil { // a reloadable certificate: the one at start
+		if cert, err := c.GetCertificate(&tls.ClientHelloInfo{}); err == nil && cert != nil {
+			key = cert.PrivateKey
+		}
+	}
+	if key == nil {
 		return c, nil // random keys: resumption works until a restart
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(c.Certificates[0].PrivateKey)
+	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("quic: session ticket key: %w", err)
 	}

@@ -113,6 +113,7 @@ type Server struct {
 	sessions map[[16]byte]*session
 	// userTotals is the traffic of each user's ended sessions (metrics).
 	userTotals map[string]userTotal
+	started    time.Time
 
 	Stats Stats
 
@@ -145,7 +146,7 @@ func New(o Options) (*Server, error) {
 		limiter:  auth.NewLimiter(max(c.Connection.MaxConcurrentAuth, 1), c.Connection.MaxHandshakesPerIP),
 		pending:  make(chan struct{}, maxPendingHandshakes),
 		pool4:    NewPool(v4),
-		sessions: map[[16]byte]*session{}, userTotals: map[string]userTotal{},
+		sessions: map[[16]byte]*session{}, userTotals: map[string]userTotal{}, started: time.Now(),
 		// send_queue_packets is counted in TUN read batches of ~16 packets.
 		queueLen:  max(c.Connection.SendQueuePackets/16, 16),
 		shaping:   c.Obfuscation.Shaping(),
@@ -346,7 +347,7 @@ func (s *Server) attach(ss *session, welcome *wire.Welcome, hello *wire.Hello, c
 	// The connection joins the session before the Welcome is written, with
 	// its write lock held, so no packet can overtake the Welcome and none
 	// queued meanwhile is lost.
-	l := &slink{c: c}
+	l := &slink{c: c, transport: transport}
 	l.wmu.Lock()
 	added := ss.addLink(l)
 	ss.mu.Lock()
@@ -373,7 +374,6 @@ func (s *Server) attach(ss *session, welcome *wire.Welcome, hello *wire.Hello, c
 		ready()
 	}
 	s.Stats.HandshakeOK.Add(1)
-	l.transport = transport
 	s.log.Info("client connected", "user", ss.user, "remote", remote, "transport", transport, "addrs", ss.addrs, "join", hello.Join != nil)
 	ss.serveLink(l, r)
 }

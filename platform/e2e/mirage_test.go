@@ -29,10 +29,11 @@ var connectedRE = regexp.MustCompile(`^connected\b`)
 
 // mserver is a running mirage-server inside the srv namespace.
 type mserver struct {
-	tp      *topology
-	p       *proc
-	dataDir string
-	starts  int
+	tp       *topology
+	p        *proc
+	dataDir  string
+	stateDir string // journal and admin socket, per test
+	starts   int
 }
 
 // configPath is the generated server.toml.
@@ -51,9 +52,10 @@ func (s *mserver) usersPath() string { return filepath.Join(s.dataDir, "users") 
 func startGeneratedServer(t *testing.T, tp *topology) *mserver {
 	t.Helper()
 	b := bins(t)
-	s := &mserver{tp: tp, dataDir: filepath.Join(t.TempDir(), "server")}
+	dir := t.TempDir()
+	s := &mserver{tp: tp, dataDir: filepath.Join(dir, "server"), stateDir: filepath.Join(dir, "state")}
 	s.p = startProc(t, tp.SRV, "mirage-server", procOpts{}, b.Server, "run",
-		"--data-dir", s.dataDir,
+		"--data-dir", s.dataDir, "--state-dir", s.stateDir,
 		"--bind", srvAddr,
 		"--port", fmt.Sprint(srvPort),
 		"--host", srvAddr,
@@ -110,7 +112,7 @@ func (s *mserver) restart(t *testing.T) {
 	t.Helper()
 	s.starts++
 	s.p = startProc(t, s.tp.SRV, fmt.Sprintf("mirage-server-%d", s.starts), procOpts{},
-		bins(t).Server, "run", "-c", s.configPath())
+		bins(t).Server, "run", "-c", s.configPath(), "--state-dir", s.stateDir)
 	s.waitListening(t)
 }
 

@@ -147,9 +147,10 @@ func makeSiteCerts(t *testing.T, dir string) (caFile, certFile, keyFile string, 
 func startRealityServer(t *testing.T, tp *topology, edit func(m map[string]any)) *mserver {
 	t.Helper()
 	b := bins(t)
-	s := &mserver{tp: tp, dataDir: filepath.Join(t.TempDir(), "server")}
+	dir := t.TempDir()
+	s := &mserver{tp: tp, dataDir: filepath.Join(dir, "server"), stateDir: filepath.Join(dir, "state")}
 	s.p = startProc(t, tp.SRV, "mirage-server", procOpts{}, b.Server, "run",
-		"--data-dir", s.dataDir,
+		"--data-dir", s.dataDir, "--state-dir", s.stateDir,
 		"--bind", srvAddr,
 		"--port", fmt.Sprint(srvPort),
 		"--host", srvAddr,

@@ -6,6 +6,7 @@
 //	mirage-server keygen
 //	mirage-server invite -c server.toml --user NAME [--host HOST[:PORT]]
 //	mirage-server check -c server.toml
+//	mirage-server status [--state-dir DIR] [--json]
 package main
 
 import (
@@ -27,6 +28,7 @@ const usage = `usage:
   mirage-server keygen
   mirage-server invite -c server.toml --user NAME [--host HOST[:PORT]] [--link]   (password on stdin)
   mirage-server check -c server.toml
+  mirage-server status [--state-dir DIR] [--json]   (sessions of the running server; root)
   mirage-server version
 `
 
@@ -53,6 +55,8 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdInvite(args[1:], stdin, stdout, stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "mirage-server", version)
 		return 0

@@ -40,7 +40,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("c", "", "server.toml")
 	fs.StringVar(cfgPath, "config", "", "server.toml")
 	dataDir := fs.String("data-dir", "", "directory for a generated default configuration")
-	stateDir := fs.String("state-dir", "", "where OS changes are journaled (default: /run/mirage-server)")
+	stateDir := fs.String("state-dir", defaultStateDir, "where OS changes are journaled, and the admin socket")
 	g := genFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -64,9 +64,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.LoadServer(*cfgPath)
 	if err != nil {
 		return fail(stderr, "%v", err)
-	}
-	if *stateDir == "" {
-		*stateDir = "/run/mirage-server"
 	}
 	log := cfg.Log.Logger(stderr)
 	if err := run(cfg, *stateDir, log); err != nil {
@@ -95,10 +92,11 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 		}
 		log.Info("certificate pin (tls.pinned_sha256 for clients)", "sha256", pin)
 	}
-	tlsConf, err := tlsx.ServerConfig(certFile, keyFile)
+	cert, err := tlsx.LoadReloadableCert(certFile, keyFile)
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
+	tlsConf := cert.ServerConfig()
 	siteDir := ""
 	if cfg.Fallback.Dir != "" {
 		siteDir = cfg.ResolvePath(cfg.Fallback.Dir)
@@ -164,7 +162,7 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 			return err
 		}
 		opts.Reality = rs
-		opts.TLSNames = append(certNames(tlsConf), cfg.TLS.ServerNames...)
+		opts.TLSNames = append(certNames(cert.Current()), cfg.TLS.ServerNames...)
 		log.Info("reality enabled", "server_names", cfg.RealityServerNames(), "dest", rs.Dest(), "tcp_tls_names", opts.TLSNames)
 	}
 	srv, err := server.New(opts)
@@ -208,6 +206,13 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 		log.Info("metrics listening", "addr", mln.Addr().String(), "per_user", cfg.Metrics.PerUser)
 	}
 
+	stopAdmin, err := serveAdmin(adminSocket(stateDir), srv, log)
+	if err != nil {
+		log.Warn("no admin socket: `mirage-server status` will not answer", "err", err)
+	} else {
+		defer stopAdmin()
+	}
+
 	tunDone := make(chan error, 1)
 	go func() { tunDone <- srv.RunTUN() }()
 	serveDone := make(chan error, 2)
@@ -229,10 +234,16 @@ loop:
 		select {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
+				// Sessions are untouched: they keep their connections.
 				if err := users.Reload(cfg.ResolvePath(cfg.Authentication.UsersFile)); err != nil {
 					log.Error("reload users", "err", err)
 				} else {
 					log.Info("users reloaded", "count", len(users.Names()))
+				}
+				if err := cert.Reload(); err != nil {
+					log.Error("reload certificate (the old one is still served)", "err", err)
+				} else {
+					log.Info("certificate reloaded", "file", certFile)
 				}
 				continue
 			}
@@ -277,11 +288,11 @@ func realityServer(cfg *config.Server, log *slog.Logger) (*reality.Server, error
 
 // certNames are the DNS names of the tcp-tls certificate: SNIs that reach
 // tcp-tls when REALITY shares the port.
-func certNames(c *tls.Config) []string {
-	if len(c.Certificates) == 0 || len(c.Certificates[0].Certificate) == 0 {
+func certNames(c *tls.Certificate) []string {
+	if c == nil || len(c.Certificate) == 0 {
 		return nil
 	}
-	leaf, err := x509.ParseCertificate(c.Certificates[0].Certificate[0])
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
 	if err != nil {
 		return nil
 	}
