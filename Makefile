@@ -4,7 +4,8 @@
 GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X main.version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOFLAGS_B := -trimpath -ldflags "$(LDFLAGS)"
 export CGO_ENABLED ?= 0
 export PATH := $(PATH):/usr/local/go/bin

@@ -13,6 +13,7 @@ import (
 	"fyne.io/fyne/v2/app"
 
 	"github.com/mirage-vpn/mirage/core/apiclient"
+	"github.com/mirage-vpn/mirage/core/buildinfo"
 	"github.com/mirage-vpn/mirage/gui/autostart"
 	"github.com/mirage-vpn/mirage/gui/elevate"
 	"github.com/mirage-vpn/mirage/gui/viewmodel"
@@ -20,6 +21,9 @@ import (
 )
 
 var version = "dev"
+
+// commit is set at build time with -ldflags "-X main.commit=...".
+var commit = ""
 
 func main() {
 	socket := flag.String("socket", apiclient.DefaultSocket(), "path of the helper's API socket (or named pipe)")
@@ -30,7 +34,7 @@ func main() {
 		os.Exit(2)
 	}
 	if *showVersion {
-		fmt.Println("mirage", version)
+		fmt.Println(buildinfo.String("mirage", version, commit))
 		return
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/mirage-vpn/mirage/core/buildinfo"
 	"github.com/mirage-vpn/mirage/core/client"
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/platform/bind"
@@ -30,6 +31,9 @@ import (
 )
 
 var version = "dev"
+
+// commit is set at build time with -ldflags "-X main.commit=...".
+var commit = ""
 
 const defaultStateDir = "/var/lib/mirage-helper"
 
@@ -69,7 +73,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	case "service":
 		return cmdService(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, "mirage-helper", version)
+		fmt.Fprintln(stdout, buildinfo.String("mirage-helper", version, commit))
 		return exitOK
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

@@ -15,10 +15,15 @@ import (
 	"os"
 
 	"golang.org/x/term"
+
+	"github.com/mirage-vpn/mirage/core/buildinfo"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// commit is set at build time with -ldflags "-X main.commit=...".
+var commit = ""
 
 const usage = `usage:
   mirage-server run -c server.toml [--state-dir DIR]
@@ -58,7 +63,7 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, "mirage-server", version)
+		fmt.Fprintln(stdout, buildinfo.String("mirage-server", version, commit))
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
