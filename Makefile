@@ -78,6 +78,12 @@ fuzz:
 		done; \
 	done
 
+## package: .deb and .rpm of mirage-server (amd64, arm64) and mirage (tray app + helper, amd64) in dist/packages (nfpm $(NFPM_VERSION)).
+NFPM_VERSION := v2.45.0
+package: gui
+	@GOBIN=$(CURDIR)/.tools $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+	@GO=$(GO) sh packaging/nfpm/package.sh
+
 ## bench: netns + iperf3 benchmark of raw veth, wireguard-go and Mirage's transports (root; BENCH_REPS, BENCH_TIME).
 bench: build
 	@bash packaging/bench/bench.sh

@@ -181,3 +181,14 @@ func TestInstallRejectsRelativePath(t *testing.T) {
 		t.Errorf("ran %q before validating the path", f.ran)
 	}
 }
+
+// The unit in the mirage package is the one `service install` writes.
+func TestPackagedUnitMatches(t *testing.T) {
+	b, err := os.ReadFile("../../packaging/systemd/mirage-helper.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := systemdUnit("/usr/bin/mirage-helper", []string{"run"}); string(b) != want {
+		t.Fatalf("packaging/systemd/mirage-helper.service differs from the unit service install writes:\n%s\nwant:\n%s", b, want)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"fyne.io/fyne/v2"
 	"fyne.io/fyne/v2/app"
@@ -29,8 +30,13 @@ func main() {
 	socket := flag.String("socket", apiclient.DefaultSocket(), "path of the helper's API socket (or named pipe)")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "mirage: unexpected argument %q\n", flag.Arg(0))
+	// One argument may be a mirage:// link (the desktop's URL handler):
+	// it is imported as a profile once the window is up.
+	link := ""
+	if flag.NArg() == 1 && strings.HasPrefix(strings.ToLower(flag.Arg(0)), "mirage://") {
+		link = flag.Arg(0)
+	} else if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "mirage: unexpected argument %q (only a mirage:// link)\n", flag.Arg(0))
 		os.Exit(2)
 	}
 	if *showVersion {
@@ -60,6 +66,15 @@ func main() {
 		Autostart:     loginItem{args: args},
 	})
 	go vm.Run(ctx)
+	if link != "" {
+		go func() {
+			// The view-model reports a failure (bad link, helper away)
+			// in the window like a pasted link's.
+			if p, err := vm.ImportText(ctx, link); err == nil {
+				log.Info("imported a profile from a mirage:// link", "profile", p.Name)
+			}
+		}()
+	}
 	w.ShowAndRun()
 }
 
