@@ -66,6 +66,7 @@ cross:
 
 ## test: prerequisites, formatting, vet, cross-builds, then every test (root tests run as root; under CI=true they must run).
 test: deps fmt-check vet cross gui
+	cd packaging/image && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(GO) test -count=1 -timeout 30m $(NOCGO_PKGS)
 
 ## fuzz: each fuzz target for $(FUZZTIME).
@@ -83,6 +84,13 @@ NFPM_VERSION := v2.45.0
 package: gui
 	@GOBIN=$(CURDIR)/.tools $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 	@GO=$(GO) sh packaging/nfpm/package.sh
+
+## image: the mirage-server container image as a docker-archive tarball, dist/mirage-server-image.tar (no Docker engine needed).
+image:
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_B) -o dist/build/linux-amd64/mirage-server ./server/cmd/mirage-server
+	cd packaging/image && $(GO) run . -binary ../../dist/build/linux-amd64/mirage-server \
+		-tag mirage-server:$(VERSION) -out ../../dist/mirage-server-image.tar
+	@ls -l dist/mirage-server-image.tar
 
 ## bench: netns + iperf3 benchmark of raw veth, wireguard-go and Mirage's transports (root; BENCH_REPS, BENCH_TIME).
 bench: build
