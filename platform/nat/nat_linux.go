@@ -63,6 +63,11 @@ func Setup(log *slog.Logger, cfg Config) (*Rules, error) {
 	}
 	for _, p := range want {
 		old, err := os.ReadFile(p)
+		if err == nil && strings.TrimSpace(string(old)) == "1" {
+			// Already on (a container's --sysctl, where /proc/sys is
+			// read-only): nothing to write or to restore.
+			continue
+		}
 		if err == nil {
 			err = os.WriteFile(p, []byte("1"), 0o644)
 		}
