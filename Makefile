@@ -85,6 +85,16 @@ package: gui
 	@GOBIN=$(CURDIR)/.tools $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 	@GO=$(GO) sh packaging/nfpm/package.sh
 
+## bundles: the macOS .app layout (helper + launchd plist; the cgo tray app needs a Mac: macos-app) and FreeBSD binaries + rc.d scripts in dist/.
+bundles:
+	@GO=$(GO) VERSION=$(VERSION) LDFLAGS="$(LDFLAGS)" sh packaging/bundles.sh
+
+## macos-app: on a Mac: the tray app into the bundle (cgo; then sign and notarize with your Developer ID).
+macos-app: bundles
+	CGO_ENABLED=1 $(GO) build $(GOFLAGS_B) -o dist/macos/Mirage.app/Contents/MacOS/mirage $(GUI_PKG)
+	@echo "sign: codesign --deep --options runtime -s 'Developer ID Application: ...' dist/macos/Mirage.app"
+	@echo "notarize: xcrun notarytool submit ... --wait && xcrun stapler staple dist/macos/Mirage.app"
+
 ## image: the mirage-server container image as a docker-archive tarball, dist/mirage-server-image.tar (no Docker engine needed).
 image:
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(GOFLAGS_B) -o dist/build/linux-amd64/mirage-server ./server/cmd/mirage-server
