@@ -44,6 +44,15 @@ gui-windows:
 	CGO_ENABLED=1 GOOS=windows GOARCH=amd64 CC=x86_64-w64-mingw32-gcc \
 		$(GO) build -trimpath -ldflags "$(LDFLAGS) -H windowsgui" -o $(BIN)/mirage.exe $(GUI_PKG)
 
+## windows-installer: dist/Mirage-setup.exe (NSIS): the tray app, the helper installed as a service, Start-menu entry, mirage:// handler.
+windows-installer: gui-windows
+	@sh packaging/scripts/apt-ensure.sh nsis
+	mkdir -p dist/build/windows-amd64
+	CGO_ENABLED=0 GOOS=windows GOARCH=amd64 $(GO) build $(GOFLAGS_B) -o dist/build/windows-amd64/mirage-helper.exe ./platform/cmd/mirage-helper
+	cp $(BIN)/mirage.exe dist/build/windows-amd64/mirage.exe
+	makensis -V2 -DVERSION=$(VERSION) -DBUILD=$(CURDIR)/dist/build/windows-amd64 -DOUT=$(CURDIR)/dist/Mirage-setup.exe packaging/windows/mirage.nsi
+	@ls -l dist/Mirage-setup.exe
+
 ## screenshot: the tray app under Xvfb, connected through a server in network namespaces; PNGs in dist/screenshots (root).
 screenshot: build gui
 	@bash gui/screenshot.sh dist/screenshots
