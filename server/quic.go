@@ -130,7 +130,7 @@ func (s *Server) quicTLSConfig(now time.Time) (*tls.Config, error) {
 func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 	qc, _ := r.Context().Value(quicConnKey{}).(*quic.Conn)
 	if qc == nil || r.Method != http.MethodConnect || r.Proto != quictun.ConnectProtocol {
-		s.h3Fallback(w, r, nil, "not a tunnel request")
+		s.h3Fallback(w, r, nil, "not a tunnel request", nil)
 		return
 	}
 	remote := addrOf(qc.RemoteAddr())
@@ -141,24 +141,24 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 	n, err := io.ReadFull(r.Body, hdr)
 	consumed = append(consumed, hdr[:n]...)
 	if err != nil || wire.Type(hdr[0]) != wire.TypeHello {
-		s.h3Fallback(w, r, consumed, "not a hello")
+		s.h3Fallback(w, r, consumed, "not a hello", nil)
 		return
 	}
 	size := int(hdr[1])<<8 | int(hdr[2])
 	if size > wire.MaxHandshakePayload {
-		s.h3Fallback(w, r, consumed, "hello too large")
+		s.h3Fallback(w, r, consumed, "hello too large", nil)
 		return
 	}
 	payload := make([]byte, size)
 	n, err = io.ReadFull(r.Body, payload)
 	consumed = append(consumed, payload[:n]...)
 	if err != nil {
-		s.h3Fallback(w, r, consumed, "truncated hello")
+		s.h3Fallback(w, r, consumed, "truncated hello", nil)
 		return
 	}
 	hello, err := wire.UnmarshalHello(payload)
 	if err != nil {
-		s.h3Fallback(w, r, consumed, err.Error())
+		s.h3Fallback(w, r, consumed, err.Error(), nil)
 		return
 	}
 	// A Hello that arrived as 0-RTT data could be a replay of a recorded
@@ -180,7 +180,7 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 	}
 	ss, welcome, err := s.authenticate(ekm, hello, remote)
 	if err != nil {
-		s.h3Fallback(w, r, consumed, err.Error())
+		s.h3Fallback(w, r, consumed, err.Error(), err)
 		return
 	}
 	rc.SetReadDeadline(time.Time{})
@@ -197,13 +197,9 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 
 // h3Fallback serves the web site for a request that is not a tunnel; the
 // bytes read while looking for a Hello are put back in front of the body.
-func (s *Server) h3Fallback(w http.ResponseWriter, r *http.Request, consumed []byte, reason string) {
+func (s *Server) h3Fallback(w http.ResponseWriter, r *http.Request, consumed []byte, reason string, refused error) {
 	s.Stats.AuthFailures.Add(1)
-	if reason == errBadCredentials.Error() || reason == errBadJoin.Error() {
-		s.Stats.HandshakeBadCredentials.Add(1)
-	} else {
-		s.Stats.HandshakeCamouflage.Add(1)
-	}
+	s.countRefusal(refused)
 	s.log.Debug("not a valid client, serving the web site over HTTP/3", "remote", r.RemoteAddr, "reason", reason)
 	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	if r.Method == http.MethodConnect {

@@ -294,34 +294,32 @@ func (s *Server) handleConn(raw net.Conn) {
 		tc.Close()
 		return
 	}
-	toFallback := func(reason string) {
+	// toFallback serves the web site; refused is authenticate's error
+	// (nil: not a valid Hello at all).
+	toFallback := func(reason string, refused error) {
 		s.Stats.AuthFailures.Add(1)
-		if reason == errBadCredentials.Error() || reason == errBadJoin.Error() {
-			s.Stats.HandshakeBadCredentials.Add(1)
-		} else {
-			s.Stats.HandshakeCamouflage.Add(1)
-		}
+		s.countRefusal(refused)
 		s.log.Debug("not a valid client, serving the web site", "remote", remote, "reason", reason)
 		release()
 		s.serveFallback(tc, br, alpn)
 	}
 	if wire.Type(hdr[0]) != wire.TypeHello {
-		toFallback("not a hello")
+		toFallback("not a hello", nil)
 		return
 	}
 	n := int(hdr[1])<<8 | int(hdr[2])
 	if n > wire.MaxHandshakePayload {
-		toFallback("hello too large")
+		toFallback("hello too large", nil)
 		return
 	}
 	b, err := br.Peek(wire.HeaderLen + n)
 	if err != nil {
-		toFallback("truncated hello")
+		toFallback("truncated hello", nil)
 		return
 	}
 	hello, err := wire.UnmarshalHello(b[wire.HeaderLen:])
 	if err != nil {
-		toFallback(err.Error())
+		toFallback(err.Error(), nil)
 		return
 	}
 	ekm := func() ([]byte, error) {
@@ -330,7 +328,7 @@ func (s *Server) handleConn(raw net.Conn) {
 	}
 	ss, welcome, err := s.authenticate(ekm, hello, remote)
 	if err != nil {
-		toFallback(err.Error())
+		toFallback(err.Error(), err)
 		return
 	}
 	br.Discard(wire.HeaderLen + n)
@@ -480,6 +478,17 @@ func addrOf(a net.Addr) netip.Addr {
 		return netip.Addr{}
 	}
 	return ap.Addr().Unmap()
+}
+
+// countRefusal counts a connection handed to the camouflage: as bad
+// credentials when authenticate refused the password or session proof
+// (err), as camouflage otherwise (not a Hello, rate limit, no address...).
+func (s *Server) countRefusal(err error) {
+	if errors.Is(err, errBadCredentials) || errors.Is(err, errBadJoin) {
+		s.Stats.HandshakeBadCredentials.Add(1)
+	} else {
+		s.Stats.HandshakeCamouflage.Add(1)
+	}
 }
 
 var (

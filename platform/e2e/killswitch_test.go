@@ -22,6 +22,22 @@ func killSwitchActive(t *testing.T, tp *topology) bool {
 	return strings.Contains(out, "mirage-killswitch")
 }
 
+// killExpectBlocked SIGKILLs p (a client or the helper) and checks that
+// its kill switch stays: the table is there and the LAN router is blocked.
+func killExpectBlocked(t *testing.T, tp *topology, p *proc, who string) {
+	t.Helper()
+	p.signal(syscall.SIGKILL)
+	if _, err := p.wait(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !killSwitchActive(t, tp) {
+		t.Fatalf("the kill switch went away with the killed %s (must fail closed)", who)
+	}
+	if err := ping(tp.CLI, rtrCliAddr); err == nil {
+		t.Fatalf("leak after the %s was killed", who)
+	}
+}
+
 // Kill switch on: the LAN (the router, reachable outside the tunnel) is
 // blocked while connected, while reconnecting after the server went away,
 // and after the client was SIGKILLed, until cleanup restores everything;
@@ -60,16 +76,7 @@ func TestE2EKillSwitch(t *testing.T) {
 	waitPing(t, tp.CLI, hostAddr, 10*time.Second)
 
 	// Client killed: still blocked until cleanup.
-	c.p.signal(syscall.SIGKILL)
-	if _, err := c.p.wait(5 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if !killSwitchActive(t, tp) {
-		t.Fatal("the kill switch went away with the killed client (must fail closed)")
-	}
-	if err := ping(tp.CLI, rtrCliAddr); err == nil {
-		t.Fatal("leak after the client was killed")
-	}
+	killExpectBlocked(t, tp, c.p, "client")
 	if out, errOut, code := runBin(t, tp.CLI, "", bins(t).Helper, "cleanup", "--state-dir", c.stateDir); code != 0 {
 		t.Fatalf("cleanup: status %d\n%s\n%s", code, out, errOut)
 	}
@@ -197,16 +204,7 @@ func TestE2EHelperCrashKeepsKillSwitch(t *testing.T) {
 	}
 
 	// The helper dies; the service manager would start it again.
-	h.p.signal(syscall.SIGKILL)
-	if _, err := h.p.wait(5 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if !killSwitchActive(t, tp) {
-		t.Fatal("the kill switch went away with the killed helper")
-	}
-	if err := ping(tp.CLI, rtrCliAddr); err == nil {
-		t.Fatal("leak while the helper is down")
-	}
+	killExpectBlocked(t, tp, h.p, "helper")
 	h2 := startHelperAPIIn(t, tp, "mirage-helper-run-2", dir, false)
 	if err := ping(tp.CLI, rtrCliAddr); err == nil {
 		t.Fatal("leak while the restarted helper comes up")
