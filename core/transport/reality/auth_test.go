@@ -420,3 +420,36 @@ func TestEmptySessionIDHello(t *testing.T) {
 		t.Fatal("not authenticated")
 	}
 }
+
+// AuthenticatedHello builds a record the server authenticates once and
+// then refuses as a replay; a wrong key or short id is not authenticated.
+func TestAuthenticatedHello(t *testing.T) {
+	ts := newTestServer(t, "127.0.0.1:1", nil)
+	rec, err := AuthenticatedHello(targetName, ts.pub, ts.sid, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec[0] != 22 || int(rec[3])<<8|int(rec[4]) != len(rec)-5 {
+		t.Fatalf("not one TLS handshake record: % x", rec[:5])
+	}
+	h, err := tlsx.ParseClientHello(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.ServerName != targetName {
+		t.Errorf("SNI %q, want %q", h.ServerName, targetName)
+	}
+	if a, replayed := ts.srv.Check(rec, h); a == nil || replayed {
+		t.Fatalf("first copy: authenticated=%v replayed=%v, want authenticated", a != nil, replayed)
+	}
+	if a, replayed := ts.srv.Check(rec, h); a != nil || !replayed {
+		t.Errorf("second copy: authenticated=%v replayed=%v, want a replay", a != nil, replayed)
+	}
+	other, err := AuthenticatedHello(targetName, ts.pub, [8]byte{9, 9}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := ts.srv.Check(other, nil); a != nil {
+		t.Errorf("a hello with an unknown short id was authenticated")
+	}
+}

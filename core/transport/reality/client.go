@@ -211,3 +211,25 @@ func verifyCert(certKey [32]byte, rawCerts [][]byte) error {
 }
 
 var _ net.Conn = (*Conn)(nil)
+
+// AuthenticatedHello returns a TLS record holding a fresh Chrome
+// ClientHello whose session id carries a valid authenticator for the
+// server with public key pub, as Dial would send it. `mirage-server
+// check` sends it twice to see that the server answers the first copy
+// itself and splices the replayed one to the camouflage target.
+func AuthenticatedHello(serverName string, pub [32]byte, shortID [8]byte, now time.Time) ([]byte, error) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	u := tlsx.NewChromeClient(a, &utls.Config{ServerName: serverName, InsecureSkipVerify: true})
+	if _, err := prepareHello(u, pub, shortID, now); err != nil {
+		return nil, err
+	}
+	raw := u.HandshakeState.Hello.Raw
+	if len(raw) > 1<<14 {
+		return nil, fmt.Errorf("reality: ClientHello of %d bytes does not fit one record", len(raw))
+	}
+	rec := make([]byte, 0, 5+len(raw))
+	rec = append(rec, 22, 3, 1, byte(len(raw)>>8), byte(len(raw)))
+	return append(rec, raw...), nil
+}

@@ -2,17 +2,20 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/mirage-vpn/mirage/core/auth"
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/transport/reality"
 	"github.com/mirage-vpn/mirage/core/transport/tlsx"
+	"github.com/mirage-vpn/mirage/server/check"
 )
 
 // cmdKeygen prints a REALITY X25519 key pair and a short id as TOML lines.
@@ -42,31 +45,43 @@ func newRealityKeys() (priv, pub [32]byte, shortID string, err error) {
 	return priv, pub, hex.EncodeToString(sid), nil
 }
 
-// cmdCheck validates a server.toml and the files it names.
+// cmdCheck validates a server.toml, the files it names and the host, then
+// probes the running server as a censor would (package check). Exit
+// status 1 when any check FAILs.
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("c", "", "server.toml")
+	addr := fs.String("addr", "", "HOST:PORT to probe (default: bind_address:bind_port, loopback for a wildcard bind)")
+	noProbe := fs.Bool("no-probe", false, "skip the detectability self-test")
+	timeout := fs.Duration("timeout", 5*time.Second, "bound of each network step")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *cfgPath == "" {
 		return fail(stderr, "check: need -c server.toml")
 	}
+	if fs.NArg() > 0 {
+		return fail(stderr, "check: unexpected argument %q", fs.Arg(0))
+	}
 	cfg, err := config.LoadServer(*cfgPath)
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}
-	users, err := loadUsers(cfg)
-	if err != nil {
-		return fail(stderr, "%v", err)
-	}
-	if !cfg.TLS.AutoGenerate {
-		if _, err := tlsx.ServerConfig(cfg.ResolvePath(cfg.TLS.CertFile), cfg.ResolvePath(cfg.TLS.KeyFile)); err != nil {
-			return fail(stderr, "tls: %v", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r := check.Run(ctx, cfg, check.Options{Addr: *addr, NoProbe: *noProbe, Timeout: *timeout})
+	if *asJSON {
+		if err := r.WriteJSON(stdout); err != nil {
+			return fail(stderr, "check: %v", err)
 		}
+	} else {
+		r.WriteTable(stdout)
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d users, listening on %s)\n", *cfgPath, len(users.Names()), cfg.ListenAddr())
+	if r.Failed() {
+		return 1
+	}
 	return 0
 }
 

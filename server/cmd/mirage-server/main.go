@@ -5,7 +5,7 @@
 //	mirage-server users add|del|list -f USERS [NAME]
 //	mirage-server keygen
 //	mirage-server invite -c server.toml --user NAME [--host HOST[:PORT]]
-//	mirage-server check -c server.toml
+//	mirage-server check -c server.toml [--addr HOST:PORT] [--no-probe] [--json]
 //	mirage-server status [--state-dir DIR] [--json]
 package main
 
@@ -32,7 +32,8 @@ const usage = `usage:
   mirage-server users add|del|list -f USERS [NAME]
   mirage-server keygen
   mirage-server invite -c server.toml --user NAME [--host HOST[:PORT]] [--link]   (password on stdin)
-  mirage-server check -c server.toml
+  mirage-server check -c server.toml [--addr HOST:PORT] [--no-probe] [--json]
+                    (config, host and a detectability self-test of the running server; exit 1 on FAIL)
   mirage-server status [--state-dir DIR] [--json]   (sessions of the running server; root)
   mirage-server version
 `
