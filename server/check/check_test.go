@@ -235,4 +235,3 @@ func TestRecordStructure(t *testing.T) {
 		}
 	}
 }
-
