@@ -376,6 +376,52 @@ func TestGarbageIsSpliced(t *testing.T) {
 	}
 }
 
+// TestSpliceOneWrite: a prober's garbage reaches the site in one piece. A
+// site that reads once and closes then sends a FIN, as it does to a direct
+// connection; bytes split over two writes stay partly unread there and
+// its kernel resets the connection instead, which a prober can tell apart.
+func TestSpliceOneWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 16<<10)
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _ := c.Read(buf)
+			got <- n
+			c.Close()
+		}
+	}()
+	ts := newTestServer(t, ln.Addr().String(), nil)
+	garbage := append([]byte("Q"), bytes.Repeat([]byte{0x5a}, 511)...)
+	for _, addr := range []string{ln.Addr().String(), ts.addr} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(garbage); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+		if n := <-got; n != len(garbage) {
+			t.Errorf("%s: the site's first read got %d of %d bytes", addr, n, len(garbage))
+		}
+		if !errors.Is(err, io.EOF) {
+			t.Errorf("%s: the prober's read ended with %v, want EOF (a FIN, as from the site directly)", addr, err)
+		}
+	}
+}
+
 // TestSpliceHalfClose: a half-close travels both ways through the splice.
 func TestSpliceHalfClose(t *testing.T) {
 	// Dest echoes until EOF, then writes "bye" and closes.

@@ -482,6 +482,7 @@ func (s *Server) Splice(ctx context.Context, conn net.Conn, replay []byte) error
 		up.Close()
 	})
 	defer stop()
+	replay = appendPending(replay, conn)
 	if len(replay) > 0 {
 		if _, err := up.Write(replay); err != nil {
 			if ctx.Err() != nil {
@@ -523,6 +524,27 @@ func (s *Server) Splice(ctx context.Context, conn net.Conn, replay []byte) error
 	<-done
 	<-done
 	return ctx.Err()
+}
+
+// pendingWait bounds appendPending's read: bytes the prober sent with its
+// first ones are already in the socket by the time Dest answered the dial.
+const pendingWait = 2 * time.Millisecond
+
+// appendPending appends to b what conn has already received, so the site
+// gets the prober's first bytes in one write, as from a direct connection.
+// Split writes would show: a site that reads once and closes leaves the
+// second part unread, and its kernel answers with a reset instead of a FIN
+// (`mirage-server check`'s garbage probe saw exactly that). A read error
+// is left for the copy that follows (EOF and resets are sticky or seen by
+// wasReset).
+func appendPending(b []byte, conn net.Conn) []byte {
+	if conn.SetReadDeadline(time.Now().Add(pendingWait)) != nil {
+		return b
+	}
+	defer conn.SetReadDeadline(time.Time{})
+	buf := make([]byte, 16<<10)
+	n, _ := conn.Read(buf)
+	return append(b, buf[:n]...)
 }
 
 // abort makes Close send a TCP reset instead of a FIN.
