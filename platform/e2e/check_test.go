@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/mirage-vpn/mirage/core/transport/tlsx"
@@ -147,4 +148,35 @@ func TestE2ECheck(t *testing.T) {
 		}
 		wantRow(t, rows, "users file", "FAIL", "0644", "chmod 600")
 	})
+}
+
+// check against a tcp-tls-only server (no REALITY): nothing to compare
+// with, so the probes judge it as a web site; its self-signed certificate
+// is a WARN, not a FAIL, and the command exits 0.
+func TestE2ECheckTCPTLS(t *testing.T) {
+	tp := newTopology(t)
+	s := startGeneratedServer(t, tp)
+	rows, code := runCheck(t, tp.SRV, s.configPath())
+	if code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+	wantRow(t, rows, "reality target", "SKIP")
+	wantRow(t, rows, "ports", "PASS", "running server")
+	wantRow(t, rows, "HTTPS", "WARN", "self-signed")
+	wantRow(t, rows, "TLS 1.2 only", "PASS")
+	wantRow(t, rows, "replayed ClientHello", "SKIP")
+	wantRow(t, rows, "HTTP/3", "WARN", "self-signed")
+
+	// Stopped, the same config checks the ports as free and says the
+	// server was not probed.
+	s.p.signal(syscall.SIGTERM)
+	if code, err := s.p.wait(stopTimeout); err != nil || code != 0 {
+		t.Fatalf("server after SIGTERM: status %d, %v", code, err)
+	}
+	rows, code = runCheck(t, tp.SRV, s.configPath())
+	if code != 0 {
+		t.Errorf("stopped server: exit status %d, want 0", code)
+	}
+	wantRow(t, rows, "ports", "PASS", "free")
+	wantRow(t, rows, "detectability", "WARN", "not running")
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -219,6 +220,9 @@ func (c *checker) natInterfaces() {
 	var missing, found []string
 	for _, n := range []string{c.cfg.NAT.IPv4Interface, c.cfg.NAT.IPv6Interface} {
 		if n == "" {
+			continue
+		}
+		if slices.Contains(found, n) || slices.Contains(missing, n) {
 			continue
 		}
 		if _, err := net.InterfaceByName(n); err != nil {
