@@ -11,7 +11,7 @@ export CGO_ENABLED ?= 0
 export PATH := $(PATH):/usr/local/go/bin
 
 # Debian packages the tests and the demo use.
-TEST_PKGS := iproute2 nftables iptables iperf3 iputils-ping ethtool curl openssl ca-certificates procps
+TEST_PKGS := iproute2 nftables iptables iperf3 iputils-ping ethtool curl openssl ca-certificates procps debootstrap
 
 # Debian packages the Fyne desktop app (cgo: GLFW, OpenGL, X11 + Wayland) builds with.
 GUI_DEBS := gcc libc6-dev pkg-config libgl1-mesa-dev libx11-dev libxcursor-dev libxrandr-dev \

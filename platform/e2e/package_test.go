@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +26,8 @@ func onePackage(t *testing.T, pattern string) string {
 	return m[0]
 }
 
-// The packages `make package` built: every artifact is there; the
+// The packages `make package` built: every artifact is there; installed
+// into a fresh Debian tree (installTree) the
 // mirage-server .deb holds the binary, a hardened systemd unit that
 // `systemd-analyze verify` accepts, and /etc/mirage 0700; the mirage .deb
 // holds the tray app, the helper, the helper's unit (the same text
@@ -65,12 +67,7 @@ func TestPackages(t *testing.T) {
 		}
 	}
 
-	root := t.TempDir()
-	for _, deb := range []string{server, client} {
-		if out, err := exec.Command("dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
-			t.Fatalf("dpkg-deb -x: %v\n%s", err, out)
-		}
-	}
+	root := installTree(t, server, client)
 	desktop, _ := os.ReadFile(filepath.Join(root, "usr/share/applications/mirage.desktop"))
 	if !strings.Contains(string(desktop), "MimeType=x-scheme-handler/mirage;") || !strings.Contains(string(desktop), "Exec=/usr/bin/mirage %u") {
 		t.Errorf("mirage.desktop does not handle mirage:// links:\n%s", desktop)
@@ -133,4 +130,92 @@ func TestPackages(t *testing.T) {
 	c := startClient(t, tp, conf)
 	c.waitConnected(t, 1, connectTimeout)
 	waitPing(t, tp.CLI, tunSrv4, 10*time.Second)
+}
+
+// debianMirror is where debootstrap takes Debian from
+// (MIRAGE_DEBIAN_MIRROR overrides it).
+func debianMirror() string {
+	if m := os.Getenv("MIRAGE_DEBIAN_MIRROR"); m != "" {
+		return m
+	}
+	return "http://deb.debian.org/debian"
+}
+
+// installTree makes a fresh Debian 12 tree (debootstrap minbase), installs
+// the server .deb with `dpkg -i` and the desktop .deb with apt (which
+// pulls its dependencies first), and checks what the maintainer scripts
+// did: both packages installed, /etc/mirage 0700, the mirage group, and
+// a config in /etc/mirage kept across a reinstall (upgrade) and removal.
+func installTree(t *testing.T, server, client string) string {
+	t.Helper()
+	requirePrivileged(t)
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		skipOrFail(t, "needs debootstrap (apt-get install debootstrap): %v", err)
+	}
+	root := t.TempDir()
+	run := func(timeout time.Duration, argv ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, tail(string(out), 30))
+		}
+		return string(out)
+	}
+	start := time.Now()
+	run(10*time.Minute, "debootstrap", "--variant=minbase", "bookworm", root, debianMirror())
+	t.Logf("debootstrap: %v", time.Since(start).Round(time.Second))
+	for _, deb := range []string{server, client} {
+		b, err := os.ReadFile(deb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, "tmp", filepath.Base(deb)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := func(p string) string { return "/tmp/" + filepath.Base(p) }
+	chroot := func(timeout time.Duration, argv ...string) string {
+		t.Helper()
+		return run(timeout, append([]string{"chroot", root}, argv...)...)
+	}
+	chroot(2*time.Minute, "dpkg", "-i", in(server))
+	chroot(5*time.Minute, "apt-get", "install", "-y", "--no-install-recommends", in(client))
+	for _, pkg := range []string{"mirage-server", "mirage"} {
+		if st := chroot(time.Minute, "dpkg-query", "-W", "-f", "${Status}", pkg); st != "install ok installed" {
+			t.Errorf("dpkg status of %s: %q", pkg, st)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(root, "etc/mirage")); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("/etc/mirage after install: %v %v", err, st.Mode())
+	}
+	if out := chroot(time.Minute, "getent", "group", "mirage"); !strings.HasPrefix(out, "mirage:") {
+		t.Errorf("the mirage group was not created: %q", out)
+	}
+	for _, b := range []string{"/usr/bin/mirage-server", "/usr/bin/mirage-helper"} {
+		if out := chroot(time.Minute, b, "--version"); !strings.Contains(out, "commit ") {
+			t.Errorf("%s --version in the installed tree: %q", b, out)
+		}
+	}
+
+	// A config of the admin's survives a reinstall (upgrade) and removal.
+	mine := []byte("# the admin's own server.toml\nbind_port = 8443\n")
+	cfg := filepath.Join(root, "etc/mirage/server.toml")
+	if err := os.WriteFile(cfg, mine, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	chroot(2*time.Minute, "dpkg", "-i", in(server))
+	chroot(2*time.Minute, "dpkg", "-r", "mirage-server")
+	if got, err := os.ReadFile(cfg); err != nil || string(got) != string(mine) {
+		t.Errorf("/etc/mirage/server.toml after reinstall and removal: %q, %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "usr/bin/mirage-server")); err == nil {
+		t.Errorf("dpkg -r left /usr/bin/mirage-server")
+	}
+	chroot(2*time.Minute, "dpkg", "-i", in(server))
+	os.Remove(cfg)
+	return root
 }
