@@ -11,11 +11,13 @@ import (
 // MetricsHandler serves the server's Prometheus metrics ([metrics]). The
 // values are read from the server's counters and session table at scrape
 // time, so the packet path carries no metrics code of its own. perUser adds
-// per-user counters (user names become label values).
-func (s *Server) MetricsHandler(perUser bool) http.Handler {
+// per-user counters (user names become label values); extra collectors
+// (the NAT's, from the command that set it up) join the same page.
+func (s *Server) MetricsHandler(perUser bool, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&serverCollector{s: s, perUser: perUser},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(extra...)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 

@@ -176,3 +176,13 @@ func render(tables []table) string {
 	}
 	return b.String()
 }
+
+// Usage is how much of the kernel's connection tracking the NAT uses, for
+// metrics: masqueraded flows need a conntrack entry each, and a full table
+// drops new connections.
+type Usage struct {
+	// Flows4 and Flows6 are the tracked flows from the tunnel networks.
+	Flows4, Flows6 int
+	// Entries and Max are the whole table (all of the host's flows).
+	Entries, Max int
+}

@@ -4,6 +4,7 @@ package nat
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -78,4 +79,9 @@ func (r *Rules) Close() error {
 // enable) from its state file. Having none is not an error.
 func CleanupLeftovers(log *slog.Logger) error {
 	return pfNATCleanup(log, execPFNAT{}, thisNAT())
+}
+
+// Usage is not implemented for pf yet (pfctl -s state would give it).
+func (r *Rules) Usage() (Usage, error) {
+	return Usage{}, fmt.Errorf("nat usage on %s: %w", runtime.GOOS, errors.ErrUnsupported)
 }

@@ -5,18 +5,22 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
 // Rules is the installed NAT. Close removes it and restores the forwarding
 // sysctls it changed.
 type Rules struct {
+	cfg    Config
 	log    *slog.Logger
 	mu     sync.Mutex
 	tables []table
@@ -56,7 +60,7 @@ func Setup(log *slog.Logger, cfg Config) (*Rules, error) {
 			return nil, fmt.Errorf("nat: install nftables rules: %w", errors.Join(err, err2))
 		}
 	}
-	r := &Rules{log: log, tables: tables}
+	r := &Rules{cfg: cfg, log: log, tables: tables}
 	want := []string{ipv4Forward}
 	if cfg.TunnelV6.IsValid() {
 		want = append(want, ipv6Forward)
@@ -249,4 +253,54 @@ func ifname(n string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
 	copy(b, n)
 	return b
+}
+
+// Usage counts the conntrack entries of the tunnel networks (a netlink
+// dump of the table, so its cost grows with the host's flows; metrics read
+// it once per scrape) and the table's fill.
+func (r *Rules) Usage() (Usage, error) {
+	var u Usage
+	var err error
+	if u.Entries, err = readInt(conntrackCount); err != nil {
+		return u, fmt.Errorf("nat usage: %w", err)
+	}
+	if u.Max, err = readInt(conntrackMax); err != nil {
+		return u, fmt.Errorf("nat usage: %w", err)
+	}
+	for _, f := range []struct {
+		prefix netip.Prefix
+		family netlink.InetFamily
+		n      *int
+	}{{r.cfg.TunnelV4, unix.AF_INET, &u.Flows4}, {r.cfg.TunnelV6, unix.AF_INET6, &u.Flows6}} {
+		if !f.prefix.IsValid() {
+			continue
+		}
+		flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, f.family)
+		if err != nil {
+			return u, fmt.Errorf("nat usage: conntrack dump: %w", err)
+		}
+		for _, fl := range flows {
+			if a, ok := netip.AddrFromSlice(fl.Forward.SrcIP); ok && f.prefix.Masked().Contains(a.Unmap()) {
+				*f.n++
+			}
+		}
+	}
+	return u, nil
+}
+
+const (
+	conntrackCount = "/proc/sys/net/netfilter/nf_conntrack_count"
+	conntrackMax   = "/proc/sys/net/netfilter/nf_conntrack_max"
+)
+
+func readInt(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return n, nil
 }

@@ -21,3 +21,8 @@ func (r *Rules) Close() error { return nil }
 
 // CleanupLeftovers has nothing to clean on this OS.
 func CleanupLeftovers(log *slog.Logger) error { return nil }
+
+// Usage is not available on this OS.
+func (r *Rules) Usage() (Usage, error) {
+	return Usage{}, fmt.Errorf("nat usage: %w", errors.ErrUnsupported)
+}

@@ -238,7 +238,8 @@ func (c *checker) natInterfaces() {
 	case len(found) > 0:
 		c.r.add("host", name, Pass, "masquerading out of "+strings.Join(found, ", "), "")
 	default:
-		c.r.add("host", name, Pass, "masquerading out of every interface except the TUN", "")
+		c.r.add("host", name, Warn, "no [nat] interface: the server masquerades nothing, so clients reach the server and networks routed to it, not the internet",
+			"set [nat] ipv4_interface (and ipv6_interface) to the interface of the default route (`ip route show default`), unless the tunnel network is routed")
 	}
 }
 

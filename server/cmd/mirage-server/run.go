@@ -32,6 +32,7 @@ import (
 	"github.com/mirage-vpn/mirage/platform/tun"
 	"github.com/mirage-vpn/mirage/server"
 	"github.com/mirage-vpn/mirage/server/fallback"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
@@ -137,6 +138,7 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 	}
 	defer netc.Close()
 
+	var natRules *nat.Rules
 	if cfg.NAT.IPv4Interface != "" || cfg.NAT.IPv6Interface != "" {
 		nc := nat.Config{TunInterface: name, TunnelV4: v4.Masked(), IPv4Interface: cfg.NAT.IPv4Interface,
 			IPv6Interface: cfg.NAT.IPv6Interface, Backend: cfg.NAT.Backend}
@@ -147,6 +149,7 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("nat: %w", err)
 		}
+		natRules = rules
 		defer func() {
 			if err := rules.Close(); err != nil {
 				log.Error("removing NAT rules", "err", err)
@@ -199,7 +202,11 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 			return fmt.Errorf("metrics: listen %s: %w", cfg.Metrics.Listen, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", srv.MetricsHandler(cfg.Metrics.PerUser))
+		var extra []prometheus.Collector
+		if natRules != nil {
+			extra = append(extra, natCollector{natRules})
+		}
+		mux.Handle("/metrics", srv.MetricsHandler(cfg.Metrics.PerUser, extra...))
 		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 		go ms.Serve(mln)
 		defer ms.Close()
