@@ -11,18 +11,21 @@ export CGO_ENABLED ?= 0
 export PATH := $(PATH):/usr/local/go/bin
 
 # Debian packages the tests and the demo use.
-TEST_PKGS := iproute2 nftables iptables iperf3 iputils-ping ethtool curl openssl ca-certificates procps debootstrap
+TEST_PKGS := iproute2 nftables iptables iperf3 iputils-ping ethtool curl openssl ca-certificates procps debootstrap qemu-user
 
 # Debian packages the Fyne desktop app (cgo: GLFW, OpenGL, X11 + Wayland) builds with.
 GUI_DEBS := gcc libc6-dev pkg-config libgl1-mesa-dev libx11-dev libxcursor-dev libxrandr-dev \
 	libxinerama-dev libxi-dev libxxf86vm-dev libwayland-dev libxkbcommon-dev
+# The same for cross-building the arm64 tray app (Debian multiarch).
+GUI_ARM64_DEBS := gcc-aarch64-linux-gnu libc6-dev-arm64-cross $(addsuffix :arm64,libgl1-mesa-dev libx11-dev libxcursor-dev \
+	libxrandr-dev libxinerama-dev libxi-dev libxxf86vm-dev libwayland-dev libxkbcommon-dev)
 # The one package that needs cgo; everything else builds and tests with CGO_ENABLED=0.
 GUI_PKG  := ./gui/cmd/mirage
 NOCGO_PKGS = $$($(GO) list -e ./... | grep -v '/gui/cmd/mirage$$')
 
 FUZZTIME ?= 30s
 
-.PHONY: all build gui gui-windows screenshot bench test demo vet cross fuzz deps clean fmt-check
+.PHONY: all build gui gui-arm64 gui-windows screenshot bench test demo vet cross fuzz deps clean fmt-check
 
 all: build
 
@@ -37,6 +40,13 @@ deps:
 gui:
 	@sh packaging/scripts/apt-ensure.sh $(GUI_DEBS)
 	CGO_ENABLED=1 $(GO) build $(GOFLAGS_B) -o $(BIN)/mirage $(GUI_PKG)
+
+## gui-arm64: bin/mirage-linux-arm64, the tray app cross-built for arm64 Linux (cgo with Debian's arm64 libraries; part of `package`).
+gui-arm64:
+	@sh packaging/scripts/apt-ensure.sh $(GUI_ARM64_DEBS)
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc \
+		PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
+		$(GO) build $(GOFLAGS_B) -o $(BIN)/mirage-linux-arm64 $(GUI_PKG)
 
 ## gui-windows: bin/mirage.exe cross-built with mingw-w64 (cold: about 6 min on 2 cores; not part of `test`).
 gui-windows:
@@ -88,9 +98,9 @@ fuzz:
 		done; \
 	done
 
-## package: .deb and .rpm of mirage-server (amd64, arm64) and mirage (tray app + helper, amd64) in dist/packages (nfpm $(NFPM_VERSION)).
+## package: .deb and .rpm of mirage-server and mirage (tray app + helper), amd64 and arm64, in dist/packages (nfpm $(NFPM_VERSION)).
 NFPM_VERSION := v2.45.0
-package: gui
+package: gui gui-arm64
 	@GOBIN=$(CURDIR)/.tools $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 	@GO=$(GO) sh packaging/nfpm/package.sh
 

@@ -1,9 +1,9 @@
 #!/bin/sh
 # make package: .deb and .rpm packages in dist/packages.
 #   mirage-server  linux amd64 and arm64 (pure Go)
-#   mirage         linux amd64: the tray app (cgo, built by `make gui`) and the helper
-# The arm64 tray app needs an arm64 build machine (cgo against arm64 X11/GL
-# libraries); it is not cross-built here.
+#   mirage         linux amd64 and arm64: the tray app (cgo, built by `make gui`
+#                  and `make gui-arm64`, the latter cross-built against
+#                  Debian's arm64 libraries) and the helper
 set -eu
 cd "$(dirname "$0")/../.."
 # nfpm expands variables only in some fields: fill the templates first.
@@ -20,7 +20,7 @@ case "$tag" in
 v[0-9]*) VERSION=${tag#v} ;;
 *) VERSION="0.0.0~git$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" ;;
 esac
-LDFLAGS=${LDFLAGS:-"-s -w -X main.version=$VERSION"}
+LDFLAGS=${LDFLAGS:-"-s -w -X main.version=$VERSION -X main.commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"}
 out=dist/packages
 rm -rf "$out" dist/build
 mkdir -p "$out"
@@ -32,9 +32,13 @@ for arch in amd64 arm64; do
 		pkg packaging/nfpm/mirage-server.yaml $fmt $arch "$build"
 	done
 done
-build=dist/build/linux-amd64
-cp bin/mirage "$build/mirage"
-for fmt in deb rpm; do
-	pkg packaging/nfpm/mirage.yaml $fmt amd64 "$build"
+for arch in amd64 arm64; do
+	build=dist/build/linux-$arch
+	gui=bin/mirage
+	[ $arch = amd64 ] || gui=bin/mirage-linux-$arch
+	cp "$gui" "$build/mirage"
+	for fmt in deb rpm; do
+		pkg packaging/nfpm/mirage.yaml $fmt $arch "$build"
+	done
 done
 ls -l "$out"

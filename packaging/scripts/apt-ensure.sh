@@ -13,5 +13,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing:$missing"
 export DEBIAN_FRONTEND=noninteractive
+# PKG:ARCH names a foreign architecture (cross-building): enable it first.
+for p in $missing; do
+	case "$p" in *:*)
+		a=${p#*:}
+		dpkg --print-foreign-architectures | grep -qx "$a" || dpkg --add-architecture "$a" ;;
+	esac
+done
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends $missing >/dev/null

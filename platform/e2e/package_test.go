@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,7 +37,8 @@ func onePackage(t *testing.T, pattern string) string {
 // temporary root), writes its default configuration and a client connects.
 func TestPackages(t *testing.T) {
 	for _, p := range []string{"mirage-server_*_amd64.deb", "mirage-server_*_arm64.deb", "mirage-server-*.x86_64.rpm",
-		"mirage-server-*.aarch64.rpm", "mirage_*_amd64.deb", "mirage-[0-9]*.x86_64.rpm"} {
+		"mirage-server-*.aarch64.rpm", "mirage_*_amd64.deb", "mirage-[0-9]*.x86_64.rpm", "mirage_*_arm64.deb",
+		"mirage-[0-9]*.aarch64.rpm"} {
 		st, err := os.Stat(onePackage(t, p))
 		if err != nil || st.Size() < 1<<20 {
 			t.Errorf("%s: %v (%d bytes)", p, err, st.Size())
@@ -67,6 +69,7 @@ func TestPackages(t *testing.T) {
 		}
 	}
 
+	checkArm64(t, onePackage(t, "mirage-server_*_arm64.deb"), onePackage(t, "mirage_*_arm64.deb"))
 	root := installTree(t, server, client)
 	desktop, _ := os.ReadFile(filepath.Join(root, "usr/share/applications/mirage.desktop"))
 	if !strings.Contains(string(desktop), "MimeType=x-scheme-handler/mirage;") || !strings.Contains(string(desktop), "Exec=/usr/bin/mirage %u") {
@@ -218,4 +221,39 @@ func installTree(t *testing.T, server, client string) string {
 	chroot(2*time.Minute, "dpkg", "-i", in(server))
 	os.Remove(cfg)
 	return root
+}
+
+// checkArm64 unpacks the arm64 .debs: every binary is an aarch64 ELF, and
+// under qemu-user each prints its --version (the tray app loads Debian's
+// arm64 X11/GL libraries for that, installed by `make gui-arm64`).
+func checkArm64(t *testing.T, debs ...string) {
+	t.Helper()
+	root := t.TempDir()
+	for _, deb := range debs {
+		if out, err := exec.Command("dpkg-deb", "-x", deb, root).CombinedOutput(); err != nil {
+			t.Fatalf("dpkg-deb -x %s: %v\n%s", deb, err, out)
+		}
+	}
+	qemu, qerr := exec.LookPath("qemu-aarch64")
+	if qerr != nil {
+		skipOrFail(t, "needs qemu-aarch64 (Debian package qemu-user) to run the arm64 binaries: %v", qerr)
+	}
+	for _, b := range []string{"mirage-server", "mirage-helper", "mirage"} {
+		path := filepath.Join(root, "usr/bin", b)
+		f, err := elf.Open(path)
+		if err != nil {
+			t.Errorf("arm64 package: %s: %v", b, err)
+			continue
+		}
+		machine := f.Machine
+		f.Close()
+		if machine != elf.EM_AARCH64 {
+			t.Errorf("arm64 package: %s is built for %v", b, machine)
+			continue
+		}
+		out, _, code := runBin(t, "", "", qemu, path, "--version")
+		if code != 0 || !strings.HasPrefix(out, b+" ") || !strings.Contains(out, "commit ") {
+			t.Errorf("qemu-aarch64 %s --version: status %d, %q", b, code, out)
+		}
+	}
 }
