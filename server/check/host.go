@@ -40,13 +40,13 @@ func (c *checker) usersFile() {
 	path := c.cfg.ResolvePath(c.cfg.Authentication.UsersFile)
 	st, err := os.Stat(path)
 	if err != nil {
-		c.r.add("config", name, Fail, fmt.Sprintf("%s: %v", path, err),
+		c.r.add("config", name, Fail, fmt.Sprintf("[authentication] users_file %s: %v", path, err),
 			"create it with `mirage-server users add -f "+path+" NAME`")
 		return
 	}
 	u, err := auth.LoadUsers(path)
 	if err != nil {
-		c.r.add("config", name, Fail, err.Error(), "fix the line named, or recreate the file with `mirage-server users add`")
+		c.r.add("config", name, Fail, "[authentication] users_file: "+err.Error(), "fix the line named, or recreate the file with `mirage-server users add`")
 		return
 	}
 	switch mode := st.Mode().Perm(); {

@@ -80,6 +80,11 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		r.WriteTable(stdout)
 	}
 	if r.Failed() {
+		for _, x := range r.Results {
+			if x.Status == check.Fail {
+				fmt.Fprintf(stderr, "mirage-server: check: %s: %s: %s\n", cfg.Path, x.Name, x.Detail)
+			}
+		}
 		return 1
 	}
 	return 0
