@@ -61,7 +61,8 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 	errc := make(chan error, len(pcs))
 	var trs []*quic.Transport
 	for _, pc := range pcs {
-		tr := &quic.Transport{Conn: pc, ConnectionIDLength: quictun.ConnectionIDLength}
+		// Receive coalescing (UDP GRO): see quictun.WrapUDP.
+		tr := &quic.Transport{Conn: quictun.WrapUDP(pc), ConnectionIDLength: quictun.ConnectionIDLength}
 		ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(tlsConf), qconf)
 		if err != nil {
 			for _, t := range trs {

@@ -54,10 +54,13 @@ loss_rule() { # loss_rule -A|-D
 	in_ns $NS_S iptables -w 5 "$1" INPUT -i $VETH_S -m statistic --mode random --probability 0.01 -j DROP
 }
 
-# offloads on|off: TSO/GSO on both veth ends (GRO stays off, the veth default).
+# offloads on|off: TSO/GSO and UDP segmentation offload on both veth ends
+# (GRO stays off, the veth default). UDP GSO is a feature of its own: with
+# it on, a UDP tunnel's burst of up to 64 packets crosses the veth as one
+# packet, and the loss rule would drop all of them at once.
 offloads() {
-	in_ns $NS_S ethtool -K $VETH_S tso "$1" gso "$1" gro off
-	in_ns $NS_C ethtool -K $VETH_C tso "$1" gso "$1" gro off
+	in_ns $NS_S ethtool -K $VETH_S tso "$1" gso "$1" tx-udp-segmentation "$1" gro off
+	in_ns $NS_C ethtool -K $VETH_C tso "$1" gso "$1" tx-udp-segmentation "$1" gro off
 }
 
 cleanup() {
@@ -323,8 +326,9 @@ measure() {
 		record "$row" "$rep" cpu null
 	fi
 
-	# With TSO/GSO a veth skb can carry up to 64 KB, so "1 % of packets"
-	# would drop far more than 1 % of the wire segments: offloads off.
+	# With TSO/GSO (TCP or UDP) a veth skb can carry up to 64 KB, so "1 % of
+	# packets" would drop far more than 1 % of the wire segments, in bursts:
+	# offloads off.
 	offloads off
 	loss_rule -A
 	LOSS_RULE=1
@@ -415,7 +419,7 @@ report() {
 		def cell: if . == null or .n == 0 then "-" elif .n == 1 or .min == .max then (.median | num)
 			else "\(.median | num) (\(.min | num)–\(.max | num))" end;
 		def r: if . == null then "-" else "\(. | tostring)×" end;
-		"Mirage benchmark \(.date), \(.mirage_version), \(.reps) repetition(s) × \(.iperf_seconds) s, kernel \(.kernel), \(.ncpu) × \(.cpu). Median (min–max); throughput in Mbit/s, RTT in ms, CPU in % of one core (both tunnel processes, during the single-stream upload). Loss test: 1 % random drop of the packets entering the server namespace, veth TSO/GSO off so that 1 % of wire-sized packets is dropped; retransmits are those of the inner iperf3 TCP stream.",
+		"Mirage benchmark \(.date), \(.mirage_version), \(.reps) repetition(s) × \(.iperf_seconds) s, kernel \(.kernel), \(.ncpu) × \(.cpu). Median (min–max); throughput in Mbit/s, RTT in ms, CPU in % of one core (both tunnel processes, during the single-stream upload). Loss test: 1 % random drop of the packets entering the server namespace, veth TSO/GSO and UDP segmentation offload off so that 1 % of wire-sized packets is dropped; retransmits are those of the inner iperf3 TCP stream.",
 		"",
 		"| row | up 1 stream | down 1 stream | 4 streams | idle RTT avg / p50 / p99 | loaded RTT p50 / p99 | CPU % | up, 1 % loss | retransmits, 1 % loss |",
 		"|---|---|---|---|---|---|---|---|---|",

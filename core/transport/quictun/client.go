@@ -116,7 +116,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quic dial %s: open UDP socket: %w", addr, err)
 	}
-	tr := &quic.Transport{Conn: pc, ConnectionIDLength: ConnectionIDLength}
+	tr := &quic.Transport{Conn: WrapUDP(pc), ConnectionIDLength: ConnectionIDLength}
 	release := func() {
 		tr.Close()
 		pc.Close()

@@ -29,6 +29,9 @@
 // max_datagram_frame_size is still negotiated, and the SETTINGS are only
 // visible to the two endpoints. A prober sees a server without
 // H3_DATAGRAM, like most HTTP/3 web servers.
+//
+// Both ends hand quic-go their UDP socket through WrapUDP, which turns on
+// receive coalescing (UDP GRO) on Linux: see udpgro_linux.go.
 package quictun
 
 import (
