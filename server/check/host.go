@@ -250,11 +250,14 @@ func (c *checker) ports(ctx context.Context) {
 	const name = "ports"
 	addr := c.probeAddr()
 	d := net.Dialer{Timeout: c.o.Timeout}
-	if conn, err := d.DialContext(ctx, "tcp", addr); err == nil {
-		conn.Close()
-		c.running = true
-		c.r.add("host", name, Pass, fmt.Sprintf("TCP %s accepts connections (the running server, probed below)", addr), "")
-		return
+	// With NoProbe nothing connects anywhere: the ports are only bound.
+	if !c.o.NoProbe {
+		if conn, err := d.DialContext(ctx, "tcp", addr); err == nil {
+			conn.Close()
+			c.running = true
+			c.r.add("host", name, Pass, fmt.Sprintf("TCP %s accepts connections (the running server, probed below)", addr), "")
+			return
+		}
 	}
 	var busy []string
 	ln, err := net.Listen("tcp", c.cfg.ListenAddr())
@@ -263,7 +266,11 @@ func (c *checker) ports(ctx context.Context) {
 	} else if errors.Is(err, syscall.EADDRINUSE) {
 		busy = append(busy, "TCP "+c.cfg.ListenAddr())
 	} else {
-		c.r.add("host", name, Warn, fmt.Sprintf("cannot test TCP %s: %v", c.cfg.ListenAddr(), err), "run check as root")
+		fix := ""
+		if errors.Is(err, syscall.EACCES) {
+			fix = "run check as root"
+		}
+		c.r.add("host", name, Warn, fmt.Sprintf("cannot test TCP %s: %v", c.cfg.ListenAddr(), err), fix)
 		return
 	}
 	if c.cfg.QUIC.Enabled {
@@ -286,7 +293,11 @@ func (c *checker) ports(ctx context.Context) {
 			pc.Close()
 		}
 	}
-	if len(busy) > 0 {
+	switch {
+	case len(busy) > 0 && c.o.NoProbe:
+		c.r.add("host", name, Warn, fmt.Sprintf("%s in use (the server, or another program: --no-probe does not connect to tell)", strings.Join(busy, ", ")), "")
+		return
+	case len(busy) > 0:
 		c.r.add("host", name, Fail, fmt.Sprintf("%s held by another program (%s does not answer)", strings.Join(busy, ", "), addr),
 			"stop the other program (`ss -ltnup`), or change bind_port / [quic] port_range")
 		return

@@ -53,7 +53,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("c", "", "server.toml")
 	addr := fs.String("addr", "", "HOST:PORT to probe (default: bind_address:bind_port, loopback for a wildcard bind)")
-	noProbe := fs.Bool("no-probe", false, "skip the detectability self-test")
+	noProbe := fs.Bool("no-probe", false, "skip the detectability self-test; connect nowhere (ports are only bound)")
 	timeout := fs.Duration("timeout", 5*time.Second, "bound of each network step")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
