@@ -25,6 +25,9 @@ import (
 // quicConnKey carries the *quic.Conn of a request in its context.
 type quicConnKey struct{}
 
+// quicGateKey carries the listener's quictun.Gate to the request handler.
+type quicGateKey struct{}
+
 // ticketKeyPeriod is how long one derived session-ticket key is current;
 // the previous one is still accepted, so a ticket lives 1–2 periods.
 const ticketKeyPeriod = 7 * 24 * time.Hour
@@ -48,6 +51,10 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 		DisablePathMTUDiscovery: true, // packet sizing: see quictun.TunnelMTU
 		MaxIdleTimeout:          3 * s.keepalive,
 	}
+	// One Gate paces every socket's reads to what the tunnels take from
+	// quic-go (see quictun.Gate): with port hopping, one connection's
+	// packets arrive on any of the sockets.
+	gate := quictun.NewGate()
 	h3 := &http3.Server{
 		Handler: http.HandlerFunc(s.serveH3),
 		// Datagrams are on in qconf; the tunnel reads them from the QUIC
@@ -55,14 +62,14 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 		QUICConfig: qconf,
 		Logger:     s.log,
 		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-			return context.WithValue(ctx, quicConnKey{}, c)
+			return context.WithValue(context.WithValue(ctx, quicConnKey{}, c), quicGateKey{}, gate)
 		},
 	}
 	errc := make(chan error, len(pcs))
 	var trs []*quic.Transport
 	for _, pc := range pcs {
 		// Receive coalescing (UDP GRO): see quictun.WrapUDP.
-		tr := &quic.Transport{Conn: quictun.WrapUDP(pc), ConnectionIDLength: quictun.ConnectionIDLength}
+		tr := &quic.Transport{Conn: quictun.WrapUDP(pc, gate), ConnectionIDLength: quictun.ConnectionIDLength}
 		ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(tlsConf), qconf)
 		if err != nil {
 			for _, t := range trs {
@@ -192,7 +199,8 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 		ss.dropPending()
 		return
 	}
-	c := quictun.NewServerConn(qc, str)
+	gate, _ := r.Context().Value(quicGateKey{}).(*quictun.Gate)
+	c := quictun.NewServerConn(qc, str, gate)
 	s.attach(ss, welcome, hello, c, wire.NewReader(c, 256<<10), remote, "quic", nil)
 }
 

@@ -116,7 +116,8 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("quic dial %s: open UDP socket: %w", addr, err)
 	}
-	tr := &quic.Transport{Conn: WrapUDP(pc), ConnectionIDLength: ConnectionIDLength}
+	gate := NewGate()
+	tr := &quic.Transport{Conn: WrapUDP(pc, gate), ConnectionIDLength: ConnectionIDLength}
 	release := func() {
 		tr.Close()
 		pc.Close()
@@ -176,5 +177,5 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 		}
 		return nil
 	}
-	return newConn(qc, rs, qc, rs.StreamID(), true, readResponse, release), nil
+	return newConn(qc, rs, qc, gate, rs.StreamID(), true, readResponse, release), nil
 }

@@ -88,6 +88,8 @@ type Conn struct {
 	// onClose releases what the side owns besides qc (the client's UDP
 	// socket and transport).
 	onClose func()
+	// gate learns of every datagram taken from quic-go (see Gate).
+	gate *Gate
 
 	in     chan item
 	ctx    context.Context
@@ -118,13 +120,13 @@ type Conn struct {
 // reader before frames are read (the client reads the HTTP response there).
 // gate holds datagrams back until the first stream frame (the client's
 // Welcome) has been read.
-func newConn(qc *quic.Conn, str stream, dgs datagrams, id quic.StreamID, gate bool, readFirst func() error, onClose func()) *Conn {
+func newConn(qc *quic.Conn, str stream, dgs datagrams, g *Gate, id quic.StreamID, gate bool, readFirst func() error, onClose func()) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	qsid := uint64(id) / 4
 	c := &Conn{
 		qc: qc, str: str, dgs: dgs, qsid: qsid, prefix: quicvarint.Append(nil, qsid),
-		onClose: onClose,
-		in:      make(chan item, 256), ctx: ctx, cancel: cancel,
+		onClose: onClose, gate: g,
+		in: make(chan item, 256), ctx: ctx, cancel: cancel,
 		welcomed: make(chan struct{}), dlKick: make(chan struct{}, 1),
 		maxDG: initialMaxDatagram, closed: make(chan struct{}),
 	}
@@ -141,9 +143,10 @@ func newConn(qc *quic.Conn, str stream, dgs datagrams, id quic.StreamID, gate bo
 }
 
 // NewServerConn wraps the tunnel stream a server took over from an HTTP/3
-// request (after answering 200) on qc.
-func NewServerConn(qc *quic.Conn, str *http3.Stream) *Conn {
-	return newConn(qc, str, qc, str.StreamID(), false, nil, nil)
+// request (after answering 200) on qc; g is the Gate the server's sockets
+// were wrapped with (nil: none).
+func NewServerConn(qc *quic.Conn, str *http3.Stream, g *Gate) *Conn {
+	return newConn(qc, str, qc, g, str.StreamID(), false, nil, nil)
 }
 
 // initialMaxDatagram is the first guess of the datagram payload limit; a
@@ -206,6 +209,7 @@ func (c *Conn) readDatagrams() {
 		if err != nil {
 			return // the stream reader reports the connection's fate
 		}
+		c.gate.Took()
 		qsid, t, p, ok := ParseHTTPDatagram(b)
 		if !ok || qsid != c.qsid || !datagramType(t) {
 			continue // broken, another stream's, or neither packet nor padding

@@ -91,7 +91,7 @@ func (o oneByteReader) Read(b []byte) (int, error) { return o.r.Read(b[:1]) }
 // whole and in wire format even through one-byte reads.
 func TestConnMergesStreamAndDatagrams(t *testing.T) {
 	fs := newFakeStream()
-	c := newConn(nil, fs, fs, testStreamID, true, nil, nil)
+	c := newConn(nil, fs, fs, nil, testStreamID, true, nil, nil)
 	defer c.Close()
 	fs.dgIn <- append([]byte{testQSID, byte(wire.TypeData)}, "early packet"...)
 	fs.dgIn <- []byte{}                                              // empty: ignored
@@ -125,7 +125,7 @@ func TestConnMergesStreamAndDatagrams(t *testing.T) {
 
 func TestConnReadDeadline(t *testing.T) {
 	fs := newFakeStream()
-	c := newConn(nil, fs, fs, testStreamID, false, nil, nil)
+	c := newConn(nil, fs, fs, nil, testStreamID, false, nil, nil)
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	start := time.Now()
@@ -156,7 +156,7 @@ func TestConnReadDeadline(t *testing.T) {
 func TestConnWriteSplits(t *testing.T) {
 	fs := newFakeStream()
 	fs.maxDG = 102 // quarter stream id, type, 100 bytes
-	c := newConn(nil, fs, fs, testStreamID, false, nil, nil)
+	c := newConn(nil, fs, fs, nil, testStreamID, false, nil, nil)
 	defer c.Close()
 	var b []byte
 	b = wire.AppendFrame(b, wire.TypePing, []byte("12345678"))

@@ -3,6 +3,7 @@ package quictun
 import (
 	"encoding/binary"
 	"net"
+	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -52,12 +53,17 @@ type groConn struct {
 	off  int
 	seg  int
 	oob  []byte
+	// gate paces hand-outs to what the datagram readers take (nil: no
+	// pacing); timer is its reusable wait timer.
+	gate  *Gate
+	timer *time.Timer
 }
 
-// WrapUDP returns pc with receive coalescing (UDP GRO) when pc is a UDP
-// socket and the kernel supports it; otherwise pc itself. Pass the result
-// to quic.Transport; the caller still closes pc.
-func WrapUDP(pc net.PacketConn) net.PacketConn {
+// WrapUDP returns pc with receive coalescing (UDP GRO) and receive pacing
+// by g (see Gate; g may be nil) when pc is a UDP socket and the kernel
+// supports UDP GRO; otherwise pc itself. Pass the result to
+// quic.Transport; the caller still closes pc.
+func WrapUDP(pc net.PacketConn, g *Gate) net.PacketConn {
 	uc, ok := pc.(*net.UDPConn)
 	if !ok {
 		return pc
@@ -72,7 +78,7 @@ func WrapUDP(pc net.PacketConn) net.PacketConn {
 	}); err != nil || serr != nil {
 		return pc
 	}
-	return &groConn{UDPConn: uc, pc: ipv4.NewPacketConn(uc), oob: make([]byte, 0, groOOBSize)}
+	return &groConn{UDPConn: uc, pc: ipv4.NewPacketConn(uc), oob: make([]byte, 0, groOOBSize), gate: g}
 }
 
 // ReadBatch fills ms with received packets, one per message, and reports
@@ -98,7 +104,18 @@ func (c *groConn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 		c.n, c.cur = n, 0
 		c.start()
 	}
-	return c.fill(ms), nil
+	c.gate.wait(&c.timer)
+	n := c.fill(ms)
+	if c.gate != nil {
+		k := 0
+		for i := range n {
+			if ms[i].N >= minDatagramPacket {
+				k++
+			}
+		}
+		c.gate.handedOut(k)
+	}
+	return n, nil
 }
 
 // fill hands out the pending segments into ms.

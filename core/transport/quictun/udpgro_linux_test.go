@@ -109,7 +109,7 @@ func TestGROLoopback(t *testing.T) {
 		t.Skip("no IPv4 loopback:", err)
 	}
 	defer rc.Close()
-	w := WrapUDP(rc)
+	w := WrapUDP(rc, nil)
 	gc, ok := w.(*groConn)
 	if !ok {
 		t.Skip("kernel without UDP_GRO")

@@ -4,5 +4,6 @@ package quictun
 
 import "net"
 
-// WrapUDP returns pc: receive coalescing (UDP GRO) is Linux-only.
-func WrapUDP(pc net.PacketConn) net.PacketConn { return pc }
+// WrapUDP returns pc: receive coalescing (UDP GRO), and with it receive
+// pacing by a Gate, is Linux-only.
+func WrapUDP(pc net.PacketConn, _ *Gate) net.PacketConn { return pc }

@@ -1,0 +1,109 @@
+package quictun
+
+import (
+	"testing"
+	"time"
+)
+
+// TestGateWaitsForReaders: above gateHigh a wait lasts until the readers
+// took the count down to gateLow, not longer.
+func TestGateWaitsForReaders(t *testing.T) {
+	g := NewGate()
+	var tm *time.Timer
+	g.handedOut(gateHigh)
+	start := time.Now()
+	g.wait(&tm) // at the limit: no wait
+	if d := time.Since(start); d >= gateMaxWait {
+		t.Fatalf("wait at gateHigh lasted %v; it must not wait", d)
+	}
+	g.handedOut(8)
+	done := make(chan struct{})
+	go func() {
+		g.wait(&tm)
+		close(done)
+	}()
+	// The waiter must still be waiting while nothing was taken; this
+	// sleep only gives it the chance to return wrongly.
+	for g.waiters.Load() == 0 {
+		time.Sleep(10 * time.Microsecond)
+	}
+	for g.pending.Load() > gateLow+1 {
+		g.Took()
+		select {
+		case <-done:
+			t.Fatalf("wait returned with %d pending, above gateLow %d", g.pending.Load(), gateLow)
+		default:
+		}
+	}
+	g.Took() // down to gateLow: the waiter goes on
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("wait did not return after the readers caught up")
+	}
+	if p := g.pending.Load(); p != gateLow {
+		t.Errorf("pending %d after the wait, want %d (a release must not reset the count)", p, gateLow)
+	}
+}
+
+// TestGateDrift: a count that nobody takes down (large packets without a
+// datagram) costs one bounded wait and starts afresh.
+func TestGateDrift(t *testing.T) {
+	g := NewGate()
+	var tm *time.Timer
+	g.handedOut(1000)
+	done := make(chan struct{})
+	go func() {
+		g.wait(&tm)
+		g.wait(&tm) // the count is zero now: no second wait
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a drifted count wedged the reader")
+	}
+	if p := g.pending.Load(); p != 0 {
+		t.Errorf("pending %d after a timed-out wait, want 0", p)
+	}
+}
+
+// TestGateUndercount: more datagrams taken than counted never makes the
+// count negative (a negative count would let the queue overflow later).
+func TestGateUndercount(t *testing.T) {
+	g := NewGate()
+	g.handedOut(2)
+	for range 5 {
+		g.Took()
+	}
+	if p := g.pending.Load(); p != 0 {
+		t.Fatalf("pending %d, want 0", p)
+	}
+	var nilGate *Gate // a Conn without a gate
+	nilGate.Took()
+	nilGate.handedOut(3)
+	var tm *time.Timer
+	nilGate.wait(&tm)
+}
+
+// TestGROConnCountsDatagramPackets: the socket wrapper counts packets of
+// datagram size and not acknowledgement-sized ones, and holds back the
+// next hand-out while too many are pending.
+func TestGROConnCountsDatagramPackets(t *testing.T) {
+	g := NewGate()
+	c := &groConn{oob: make([]byte, 0, groOOBSize), msgs: newMsgs(2, groBufSize), gate: g}
+	// One coalesced read of 4 datagram packets and a separate ack-sized one.
+	c.msgs[0].N = 4 * 1300
+	c.msgs[0].NN = copy(c.msgs[0].OOB, groCmsg(1300))
+	c.msgs[1].N = minDatagramPacket - 1
+	c.n, c.cur = 2, 0
+	c.start()
+	ms := newMsgs(8, 1452)
+	n, err := c.ReadBatch(ms, 0)
+	if err != nil || n != 5 {
+		t.Fatalf("ReadBatch: %d packets, %v; want 5", n, err)
+	}
+	if p := g.pending.Load(); p != 4 {
+		t.Fatalf("pending %d, want 4 (the %d-byte packet is not a datagram)", p, minDatagramPacket-1)
+	}
+}
