@@ -559,7 +559,8 @@ func (s *Server) newSession(h *wire.Hello) (*session, error) {
 	if h.Mux == wire.MuxRoundRobin {
 		// The client numbers its packets; put them back in order
 		// before routing them.
-		ss.reorder = engine.NewReorder(s.dev, s.dev.BatchSize(), ss.route)
+		var rc routeCache // used by the reorder's single consumer
+		ss.reorder = engine.NewReorder(s.dev, s.dev.BatchSize(), func(p []byte, b *engine.Batch) { ss.route(p, b, &rc) })
 	}
 	rand.Read(ss.id[:])
 	rand.Read(ss.joinKey[:])
@@ -664,16 +665,20 @@ func (s *Server) RunTUN() error {
 	}
 	sizes := make([]int, bs)
 	var touched []*session
+	var rc routeCache
 	errRun := 0
 	for {
 		n, err := s.dev.Read(bufs, sizes, tundev.Offset)
 		if n > 0 {
-			tbl := *s.table.Load()
 			for i := 0; i < n; i++ {
 				p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
 				dst, ok := ippkt.Dst(p)
-				ss := tbl[dst]
-				if !ok || ss == nil {
+				if !ok {
+					s.Stats.NoRouteDrops.Add(1)
+					continue
+				}
+				ss := rc.lookup(s, dst)
+				if ss == nil {
 					s.Stats.NoRouteDrops.Add(1)
 					continue
 				}
