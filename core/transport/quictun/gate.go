@@ -48,7 +48,7 @@ const (
 	// gateMaxWait bounds one wait, so a count that drifted (large packets
 	// without a datagram) costs a pause, never a stall. At 1 ms the
 	// readers of the benchmark's busy two-core machine were late often
-	// enough that the reset let the queue overflow (~500 resets and 6 000
+	// enough that the reset let the queue overflow (~500 resets and 6 000–9 000
 	// inner retransmits in a 5 s upload); at 5 ms there was one reset and
 	// no retransmit. The kernel's socket buffer holds 5 ms at several
 	// Gbit/s.
