@@ -383,7 +383,7 @@ func (o *ownReader) untilPong(deadline time.Time) {
 			}
 		case wire.TypeSeqData:
 			if seq, p, ok := wire.ParseSeqData(f.Payload); ok && o.ss.reorder != nil {
-				o.ss.reorder.Push(seq, p)
+				o.ss.reorder.Push(nil, seq, p) // not reached: round_robin retires without barriers
 				o.ss.reorder.Flush()
 			} else if ok {
 				o.ss.route(p, o.b, nil)
@@ -560,6 +560,11 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 	var rx, rxp uint64
 	defer func() { ss.addRx(rx, rxp) }()
 	var rc routeCache
+	var src *engine.Source // this connection's place in the reorder
+	if ss.reorder != nil {
+		src = ss.reorder.AddSource()
+		defer ss.reorder.RemoveSource(src)
+	}
 	for {
 		f, err := r.Next()
 		if err != nil {
@@ -578,7 +583,7 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 				rx += uint64(len(p))
 				rxp++
 				if ss.reorder != nil {
-					ss.reorder.Push(seq, p)
+					ss.reorder.Push(src, seq, p)
 				} else {
 					ss.route(p, b, &rc)
 				}

@@ -63,8 +63,75 @@ type Reorder struct {
 	skipAt           time.Time
 	skipWait         time.Duration
 
-	// Counters (diagnostics, tests).
-	Late, Skipped, Dups atomic.Uint64
+	// sources are the connections pushing packets (see Source).
+	sources []*Source
+
+	// Counters (diagnostics, tests). Passed counts the holes skipped
+	// because every connection had delivered past them.
+	Late, Skipped, Dups, Passed atomic.Uint64
+}
+
+// Source is one connection pushing into a Reorder. A connection delivers
+// its own packets in the order they were sent (TCP does; QUIC datagrams on
+// one path arrive in order unless the network reorders them), so once every
+// source has delivered a packet numbered after a hole, nothing can fill the
+// hole any more: it was lost (a QUIC datagram lost on the wire, a batch
+// dropped by a full queue). The Reorder then skips it at once instead of
+// holding everything behind it for the wait, which under 1 % loss meant a
+// stall of milliseconds every millisecond. A packet that does come later
+// (the network reordered it) is delivered late, as after a timed-out wait.
+type Source struct {
+	high uint32 // the highest sequence number delivered
+	seen bool   // high is set
+}
+
+// AddSource registers a connection that will push packets.
+func (r *Reorder) AddSource() *Source {
+	src := &Source{}
+	r.mu.Lock()
+	r.sources = append(r.sources, src)
+	r.mu.Unlock()
+	return src
+}
+
+// RemoveSource unregisters src (its connection ended); the holes that
+// only it could have filled are skipped now.
+func (r *Reorder) RemoveSource(src *Source) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, x := range r.sources {
+		if x == src {
+			r.sources = append(r.sources[:i], r.sources[i+1:]...)
+			break
+		}
+	}
+	if !r.stopped && r.skipPassed() {
+		r.flushLocked()
+	}
+}
+
+// skipPassed skips the holes every source has delivered past; it reports
+// whether it delivered anything.
+func (r *Reorder) skipPassed() bool {
+	if r.held == 0 || len(r.sources) == 0 {
+		return false
+	}
+	low := r.sources[0].high
+	for _, src := range r.sources {
+		if !src.seen {
+			return false // a connection that has not delivered yet
+		}
+		if int32(src.high-low) < 0 {
+			low = src.high
+		}
+	}
+	if int32(low-r.next) <= 0 {
+		return false
+	}
+	r.Passed.Add(1)
+	r.advanceTo(low)
+	r.drain()
+	return true
 }
 
 type heldPacket struct {
@@ -90,13 +157,22 @@ func (r *Reorder) wait() time.Duration {
 	return min(max(2*r.est, r.minWait), r.maxWait)
 }
 
-// Push takes packet p numbered seq (p is copied if it has to wait).
-func (r *Reorder) Push(seq uint32, p []byte) {
+// Push takes packet p numbered seq from src (nil: a connection not
+// registered with AddSource); p is copied if it has to wait.
+func (r *Reorder) Push(src *Source, seq uint32, p []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped {
 		return
 	}
+	if src != nil && (!src.seen || int32(seq-src.high) > 0) {
+		src.high, src.seen = seq, true
+	}
+	r.push(seq, p)
+	r.skipPassed()
+}
+
+func (r *Reorder) push(seq uint32, p []byte) {
 	d := int32(seq - r.next)
 	switch {
 	case d < 0: // its hole was skipped already

@@ -53,7 +53,7 @@ func newTestReorder(wait time.Duration) (*Reorder, *seqDev) {
 
 func pushAll(r *Reorder, seqs ...uint32) {
 	for _, s := range seqs {
-		r.Push(s, seqPacket(s))
+		r.Push(nil, s, seqPacket(s))
 	}
 	r.Flush()
 }
@@ -102,10 +102,10 @@ func TestReorderTwoPaths(t *testing.T) {
 	const lag = 30
 	for i := 0; i < len(a)+lag; i++ {
 		if i < len(a) {
-			r.Push(a[i], seqPacket(a[i]))
+			r.Push(nil, a[i], seqPacket(a[i]))
 		}
 		if j := i - lag; j >= 0 && j < len(b) {
-			r.Push(b[j], seqPacket(b[j]))
+			r.Push(nil, b[j], seqPacket(b[j]))
 		}
 		r.Flush()
 	}
@@ -207,7 +207,7 @@ func TestReorderConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for s := uint32(k); s < n; s += 3 {
-				r.Push(s, seqPacket(s))
+				r.Push(nil, s, seqPacket(s))
 				if s%64 == 0 {
 					r.Flush()
 				}
@@ -251,7 +251,7 @@ func FuzzReorder(f *testing.F) {
 			}
 			seen[s] = true
 			pushed = append(pushed, s)
-			r.Push(s, seqPacket(s))
+			r.Push(nil, s, seqPacket(s))
 		}
 		r.Stop()
 		got := map[uint32]int{}
@@ -285,7 +285,7 @@ func BenchmarkReorder(b *testing.B) {
 			s -= 16
 		}
 		if int32(s) >= 0 {
-			r.Push(s, p)
+			r.Push(nil, s, p)
 		}
 		seq++
 		if seq%32 == 0 {
@@ -297,3 +297,62 @@ func BenchmarkReorder(b *testing.B) {
 type nullDev struct{ seqDev }
 
 func (*nullDev) Write(bufs [][]byte, _ int) (int, error) { return len(bufs), nil }
+
+// TestReorderSourcesSkipLostAtOnce: two connections, each in order; packet
+// 4 (on a) is lost. Once both connections delivered past it, the hole is
+// skipped without waiting (the wait here is an hour), while a packet
+// another connection has yet to deliver is still waited for.
+func TestReorderSourcesSkipLostAtOnce(t *testing.T) {
+	r, dev := newTestReorder(time.Hour)
+	defer r.Stop()
+	a, b := r.AddSource(), r.AddSource()
+	push := func(src *Source, seqs ...uint32) {
+		for _, s := range seqs {
+			r.Push(src, s, seqPacket(s))
+		}
+		r.Flush()
+	}
+	push(a, 0, 2)
+	push(b, 1, 3)
+	wantSeqs(t, dev.delivered(), 0, 1, 2, 3)
+	push(a, 6) // 4 lost on a; 5 not yet delivered by b
+	wantSeqs(t, dev.delivered(), 0, 1, 2, 3)
+	push(b, 5) // b is past 4 too, but 5 itself fills in behind the hole
+	wantSeqs(t, dev.delivered(), 0, 1, 2, 3, 5, 6)
+	if got := r.Passed.Load(); got != 1 {
+		t.Errorf("Passed = %d, want 1", got)
+	}
+	if got := r.Skipped.Load(); got != 1 {
+		t.Errorf("Skipped = %d, want 1 (packet 4)", got)
+	}
+	// Reordering across connections is still restored: 8 on a arrives
+	// before 7 on b.
+	push(a, 8)
+	wantSeqs(t, dev.delivered(), 0, 1, 2, 3, 5, 6)
+	push(b, 7)
+	wantSeqs(t, dev.delivered(), 0, 1, 2, 3, 5, 6, 7, 8)
+}
+
+// TestReorderRemoveSourceReleases: a hole only a connection that ended could
+// have filled is skipped when it is removed; a connection that has not
+// delivered anything yet keeps holes waiting.
+func TestReorderRemoveSourceReleases(t *testing.T) {
+	r, dev := newTestReorder(time.Hour)
+	defer r.Stop()
+	a, b := r.AddSource(), r.AddSource()
+	r.Push(a, 0, seqPacket(0))
+	r.Push(a, 2, seqPacket(2)) // 1 was b's; b delivers nothing
+	r.Flush()
+	wantSeqs(t, dev.delivered(), 0)
+	r.RemoveSource(b)
+	wantSeqs(t, dev.delivered(), 0, 2)
+
+	c := r.AddSource() // joined, nothing delivered: no inference
+	r.Push(a, 4, seqPacket(4))
+	r.Flush()
+	wantSeqs(t, dev.delivered(), 0, 2)
+	r.Push(c, 5, seqPacket(5))
+	r.Push(a, 6, seqPacket(6))
+	r.Flush()
+	wantSeqs(t, dev.delivered(), 0, 2, 4, 5, 6)
+}

@@ -749,6 +749,11 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 	lastDeadline := time.Now()
 	l.c.SetReadDeadline(lastDeadline.Add(dead))
 	var rxPackets, rxBytes uint64
+	var src *Source // this connection's place in the reorder
+	if s.reorder != nil {
+		src = s.reorder.AddSource()
+		defer s.reorder.RemoveSource(src)
+	}
 	for {
 		f, err := l.r.Next()
 		if err != nil {
@@ -772,7 +777,7 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 			if seq, p, ok := wire.ParseSeqData(f.Payload); ok {
 				if _, _, ok := ippkt.Addrs(p); ok {
 					if s.reorder != nil {
-						s.reorder.Push(seq, p)
+						s.reorder.Push(src, seq, p)
 					} else {
 						b.Add(p)
 					}
