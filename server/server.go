@@ -28,6 +28,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/ippkt"
 	"github.com/mirage-vpn/mirage/core/shaping"
 	"github.com/mirage-vpn/mirage/core/transport/reality"
+	"github.com/mirage-vpn/mirage/core/transport/tlsx"
 	"github.com/mirage-vpn/mirage/core/tundev"
 	"github.com/mirage-vpn/mirage/core/wire"
 )
@@ -214,9 +215,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetNoDelay(true)
-		}
+		tlsx.TuneTCP(c)
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

@@ -78,9 +78,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reality dial %s: %w", addr, err)
 	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
+	tlsx.TuneTCP(raw)
 	var certKey [32]byte
 	cfg := &utls.Config{
 		ServerName: o.ServerName,

@@ -121,9 +121,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls dial %s: %w", addr, err)
 	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
+	TuneTCP(raw)
 
 	cfg := &utls.Config{
 		ServerName: serverName,
