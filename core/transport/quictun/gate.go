@@ -32,13 +32,27 @@ import (
 // lasts longer than gateMaxWait: then the count starts from zero again. A
 // Gate shared by several sockets and connections (a server) bounds their
 // sum, which is stricter than quic-go's per-connection limit but never
-// wedges.
+// wedges. One connection whose reader is stuck (its tunnel stopped
+// reading) would keep the shared count high and make every client wait
+// gateMaxWait again and again; so after a wait times out the Gate stops
+// pacing for a while (gateBackoffMin, doubling up to gateBackoffMax while
+// waits keep timing out): a stuck connection costs the others at most one
+// gateMaxWait per gateBackoffMax, and loses its own datagrams in quic-go's
+// queue as it would without a Gate.
 type Gate struct {
 	pending atomic.Int64 // counted packets not yet taken
 	waiters atomic.Int32
+	// offUntil (UnixNano; 0: pacing on) ends a pause after a timed-out
+	// wait.
+	offUntil atomic.Int64
+	// Timeouts counts waits that timed out (diagnostics, tests).
+	Timeouts atomic.Uint64
 
 	mu   sync.Mutex
 	wake chan struct{} // closed (and replaced) when pending falls to gateLow
+	// backoff is the last pause, lastTimeout when the last wait timed out.
+	backoff     time.Duration
+	lastTimeout time.Time
 }
 
 const (
@@ -59,6 +73,15 @@ const (
 	// IPv4 header (20) + AEAD tag (16) is 62; an acknowledgement-only
 	// packet is 45–60 bytes.
 	minDatagramPacket = 62
+)
+
+// Pauses after a timed-out wait; a timeout more than gateCalm after the
+// last one starts again from gateBackoffMin. Variables so tests can
+// lengthen them.
+var (
+	gateBackoffMin = 50 * time.Millisecond
+	gateBackoffMax = time.Second
+	gateCalm       = 10 * time.Second
 )
 
 // NewGate returns a Gate with nothing pending.
@@ -103,6 +126,15 @@ func (g *Gate) wait(t **time.Timer) {
 	if g == nil || g.pending.Load() <= gateHigh {
 		return
 	}
+	if off := g.offUntil.Load(); off != 0 {
+		if time.Now().UnixNano() < off {
+			return // pacing paused
+		}
+		if g.offUntil.CompareAndSwap(off, 0) {
+			g.pending.Store(0) // what was handed out meanwhile is unknown
+		}
+		return
+	}
 	g.waiters.Add(1)
 	defer g.waiters.Add(-1)
 	if *t == nil {
@@ -121,10 +153,25 @@ func (g *Gate) wait(t **time.Timer) {
 		select {
 		case <-wake:
 		case <-(*t).C:
-			// Drifted, or the readers are stalled for longer than the
-			// queue would last anyway: start counting afresh.
-			g.pending.Store(0)
+			// Drifted, or a reader is stalled for longer than the queue
+			// would last anyway: pause pacing, then count afresh.
+			g.timedOut(time.Now())
 			return
 		}
 	}
+}
+
+// timedOut pauses pacing after a wait timed out at now.
+func (g *Gate) timedOut(now time.Time) {
+	g.Timeouts.Add(1)
+	g.mu.Lock()
+	if g.backoff == 0 || now.Sub(g.lastTimeout) > gateCalm {
+		g.backoff = gateBackoffMin
+	} else {
+		g.backoff = min(2*g.backoff, gateBackoffMax)
+	}
+	g.lastTimeout = now
+	g.offUntil.Store(now.Add(g.backoff).UnixNano())
+	g.mu.Unlock()
+	g.pending.Store(0)
 }

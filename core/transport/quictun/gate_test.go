@@ -107,3 +107,48 @@ func TestGROConnCountsDatagramPackets(t *testing.T) {
 		t.Fatalf("pending %d, want 4 (the %d-byte packet is not a datagram)", p, minDatagramPacket-1)
 	}
 }
+
+// TestGatePausesAfterTimeout: a reader that stays stuck (a connection whose
+// tunnel stopped reading keeps a shared count high) costs one timed-out
+// wait, then pacing pauses instead of making every read wait again; the
+// pause doubles while timeouts recur and starts small again after calm.
+func TestGatePausesAfterTimeout(t *testing.T) {
+	defer func(a, b time.Duration) { gateBackoffMin, gateBackoffMax = a, b }(gateBackoffMin, gateBackoffMax)
+	gateBackoffMin, gateBackoffMax = time.Minute, 4*time.Minute
+	g := NewGate()
+	var tm *time.Timer
+	g.handedOut(1000)
+	g.wait(&tm) // nobody takes anything: times out
+	if n := g.Timeouts.Load(); n != 1 {
+		t.Fatalf("Timeouts = %d, want 1", n)
+	}
+	g.handedOut(1000)
+	g.wait(&tm) // paused: returns at once, count untouched
+	if n := g.Timeouts.Load(); n != 1 {
+		t.Fatalf("a wait during the pause timed out (Timeouts = %d)", n)
+	}
+	if p := g.pending.Load(); p != 1000 {
+		t.Fatalf("pending %d during the pause, want 1000 (no wait, no reset)", p)
+	}
+	// The pause is over: the count starts afresh, pacing is on again.
+	g.offUntil.Store(time.Now().Add(-time.Second).UnixNano())
+	g.wait(&tm)
+	if p, off := g.pending.Load(), g.offUntil.Load(); p != 0 || off != 0 {
+		t.Fatalf("after the pause: pending %d, offUntil %d; want 0, 0", p, off)
+	}
+
+	now := time.Now()
+	g.timedOut(now)
+	if g.backoff != 2*time.Minute {
+		t.Errorf("backoff after a second timeout: %v, want 2m", g.backoff)
+	}
+	g.timedOut(now.Add(time.Second))
+	g.timedOut(now.Add(2 * time.Second))
+	if g.backoff != 4*time.Minute {
+		t.Errorf("backoff after four timeouts: %v, want the 4m maximum", g.backoff)
+	}
+	g.timedOut(now.Add(2*time.Second + gateCalm + time.Second))
+	if g.backoff != time.Minute {
+		t.Errorf("backoff after a calm spell: %v, want 1m", g.backoff)
+	}
+}
