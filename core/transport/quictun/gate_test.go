@@ -86,28 +86,6 @@ func TestGateUndercount(t *testing.T) {
 	nilGate.wait(&tm)
 }
 
-// TestGROConnCountsDatagramPackets: the socket wrapper counts packets of
-// datagram size and not acknowledgement-sized ones, and holds back the
-// next hand-out while too many are pending.
-func TestGROConnCountsDatagramPackets(t *testing.T) {
-	g := NewGate()
-	c := &groConn{oob: make([]byte, 0, groOOBSize), msgs: newMsgs(2, groBufSize), gate: g}
-	// One coalesced read of 4 datagram packets and a separate ack-sized one.
-	c.msgs[0].N = 4 * 1300
-	c.msgs[0].NN = copy(c.msgs[0].OOB, groCmsg(1300))
-	c.msgs[1].N = minDatagramPacket - 1
-	c.n, c.cur = 2, 0
-	c.start()
-	ms := newMsgs(8, 1452)
-	n, err := c.ReadBatch(ms, 0)
-	if err != nil || n != 5 {
-		t.Fatalf("ReadBatch: %d packets, %v; want 5", n, err)
-	}
-	if p := g.pending.Load(); p != 4 {
-		t.Fatalf("pending %d, want 4 (the %d-byte packet is not a datagram)", p, minDatagramPacket-1)
-	}
-}
-
 // TestGatePausesAfterTimeout: a reader that stays stuck (a connection whose
 // tunnel stopped reading keeps a shared count high) costs one timed-out
 // wait, then pacing pauses instead of making every read wait again; the
