@@ -38,6 +38,9 @@ var (
 	mDrops = prometheus.NewDesc("mirage_dropped_total",
 		"Dropped traffic by reason: spoofed source, no session for the destination, isolation between clients (packets), a client's full send queue (batches).",
 		[]string{"reason"}, nil)
+	mQUICPacing = prometheus.NewDesc("mirage_quic_pacing_timeouts_total",
+		"QUIC receive pacing waits that timed out: a tunnel did not take its datagrams for 5 ms, and pacing paused (quictun.Gate). A steady rise means a stuck or overloaded reader.",
+		nil, nil)
 	mPoolUsed = prometheus.NewDesc("mirage_address_pool_used",
 		"Tunnel addresses handed out, by family.", []string{"family"}, nil)
 	mPoolSize = prometheus.NewDesc("mirage_address_pool_size",
@@ -57,7 +60,7 @@ type serverCollector struct {
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConnections, mRxBytes, mRxPackets, mTxBytes,
-		mHandshakes, mDrops, mPoolUsed, mPoolSize} {
+		mHandshakes, mDrops, mQUICPacing, mPoolUsed, mPoolSize} {
 		ch <- d
 	}
 	if c.perUser {
@@ -127,6 +130,9 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mDrops, st.NoRouteDrops.Load(), "no_route")
 	counter(mDrops, st.IsolationDrops.Load(), "isolation")
 	counter(mDrops, st.QueueDrops.Load(), "queue_full")
+	if g := s.quicGate.Load(); g != nil {
+		counter(mQUICPacing, g.Timeouts.Load())
+	}
 	for fam, p := range map[string]*Pool{"ipv4": s.pool4, "ipv6": s.pool6} {
 		if p == nil {
 			continue

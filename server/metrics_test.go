@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/transport/quictun"
 	"github.com/mirage-vpn/mirage/core/tundev/tundevtest"
 )
 
@@ -71,8 +72,15 @@ func TestMetrics(t *testing.T) {
 	io.ReadFull(prober, make([]byte, 9)) // the site answered
 	prober.Close()
 
+	if _, ok := scrape(t, r.srv, false)["mirage_quic_pacing_timeouts_total"]; ok {
+		t.Error("QUIC pacing metric without QUIC")
+	}
+	g := quictun.NewGate() // as ServeQUIC sets it
+	g.Timeouts.Add(2)
+	r.srv.quicGate.Store(g)
 	m := scrape(t, r.srv, true)
 	for name, want := range map[string]float64{
+		`mirage_quic_pacing_timeouts_total`:                  2,
 		`mirage_sessions`:                                    1,
 		`mirage_connections{transport="tcp-tls"}`:            1,
 		`mirage_connections{transport="quic"}`:               0,

@@ -55,6 +55,7 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 	// quic-go (see quictun.Gate): with port hopping, one connection's
 	// packets arrive on any of the sockets.
 	gate := quictun.NewGate()
+	s.quicGate.Store(gate)
 	h3 := &http3.Server{
 		Handler: http.HandlerFunc(s.serveH3),
 		// Datagrams are on in qconf; the tunnel reads them from the QUIC

@@ -27,6 +27,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/ippkt"
 	"github.com/mirage-vpn/mirage/core/shaping"
+	"github.com/mirage-vpn/mirage/core/transport/quictun"
 	"github.com/mirage-vpn/mirage/core/transport/reality"
 	"github.com/mirage-vpn/mirage/core/transport/tlsx"
 	"github.com/mirage-vpn/mirage/core/tundev"
@@ -109,7 +110,9 @@ type Server struct {
 
 	// table maps a client tunnel address to its session; read lock-free on
 	// every packet, replaced copy-on-write under mu.
-	table    atomic.Pointer[map[netip.Addr]*session]
+	table atomic.Pointer[map[netip.Addr]*session]
+	// quicGate paces the QUIC sockets' reads (set by ServeQUIC; metrics).
+	quicGate atomic.Pointer[quictun.Gate]
 	mu       sync.Mutex
 	sessions map[[16]byte]*session
 	// userTotals is the traffic of each user's ended sessions (metrics).
