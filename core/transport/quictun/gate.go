@@ -26,8 +26,12 @@ import (
 // after the acknowledgement.
 //
 // The count is an estimate: a packet of at least minDatagramPacket bytes
-// is counted as one datagram (quic-go puts at most one DATAGRAM frame in a
-// packet; acknowledgement-only packets are smaller), so a large packet
+// is counted as one datagram (acknowledgement-only packets are smaller).
+// A full-size tunnel packet fills a QUIC packet on its own, and bulk
+// transfers of those are what overflowed the queue, so for them the count
+// is exact. quic-go packs smaller datagrams several to a packet (inner TCP
+// acknowledgements, small UDP); they are undercounted and paced less, so
+// at worst quic-go drops them as it would without a Gate. A large packet
 // without a datagram is counted but never taken. A wait therefore never
 // lasts longer than gateMaxWait: then the count starts from zero again. A
 // Gate shared by several sockets and connections (a server) bounds their
