@@ -2,35 +2,33 @@ package quictun
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
-	"math/big"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/mirage-vpn/mirage/core/transport/tlsx"
 )
 
-// selfSigned is a throwaway certificate for loopback QUIC tests.
+// selfSigned is a throwaway certificate for loopback QUIC tests, made by
+// the server's own generator.
 func selfSigned(t *testing.T) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	dir := t.TempDir()
+	cf, kf := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if _, _, err := tlsx.EnsureCert(cf, kf, []string{"gate.test"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.LoadX509KeyPair(cf, kf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"gate.test"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return c
 }
 
 // datagramsThroughSlowReader sends n datagrams over loopback QUIC to a
