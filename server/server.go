@@ -86,9 +86,13 @@ const maxPendingHandshakes = 1024
 
 // Server is a running VPN server.
 type Server struct {
-	cfg      *config.Server
-	log      *slog.Logger
-	dev      tundev.Device
+	cfg *config.Server
+	log *slog.Logger
+	dev tundev.Device
+	// queues are dev's queues (tundev.Queues): RunTUN reads each from a
+	// goroutine of its own; connections write to them in turn (nextQueue).
+	queues   []tundev.Device
+	queueRR  atomic.Uint32
 	users    *auth.Users
 	tlsConf  *tls.Config
 	fallback Fallback
@@ -155,6 +159,9 @@ func New(o Options) (*Server, error) {
 		queueLen:  max(c.Connection.SendQueuePackets/16, 16),
 		shaping:   c.Obfuscation.Shaping(),
 		onPadding: o.OnPadding,
+	}
+	if s.dev != nil {
+		s.queues = tundev.Queues(s.dev)
 	}
 	for _, n := range o.TLSNames {
 		s.tlsNames[strings.ToLower(n)] = true
@@ -657,10 +664,34 @@ func (s *Server) SessionCount() int {
 }
 
 // RunTUN reads the server's TUN device and sends each packet to the client
-// owning its destination, batching per session. It returns when the device
-// is closed.
+// owning its destination, batching per session. A multi-queue device is
+// read by one goroutine per queue. It returns when the device is closed (or
+// a queue keeps failing).
 func (s *Server) RunTUN() error {
-	bs := max(s.dev.BatchSize(), 1)
+	if len(s.queues) == 0 {
+		return errors.New("run tun: the server has no TUN device")
+	}
+	errc := make(chan error, len(s.queues))
+	for _, q := range s.queues {
+		go func() { errc <- s.readQueue(q) }()
+	}
+	return <-errc
+}
+
+// nextQueue is the TUN queue a new connection writes to: in turn, so the
+// connections of a busy server write in parallel, and one connection (the
+// flows it carries) always through the same queue, which the kernel then
+// picks for those flows' replies.
+func (s *Server) nextQueue() tundev.Device {
+	if len(s.queues) == 0 {
+		return s.dev
+	}
+	return s.queues[int(s.queueRR.Add(1)-1)%len(s.queues)]
+}
+
+// readQueue pumps one TUN queue into the sessions' staged batches.
+func (s *Server) readQueue(dev tundev.Device) error {
+	bs := max(dev.BatchSize(), 1)
 	bufs := make([][]byte, bs)
 	for i := range bufs {
 		bufs[i] = make([]byte, tundev.Offset+tundev.MaxPacket)
@@ -670,7 +701,7 @@ func (s *Server) RunTUN() error {
 	var rc routeCache
 	errRun := 0
 	for {
-		n, err := s.dev.Read(bufs, sizes, tundev.Offset)
+		n, err := dev.Read(bufs, sizes, tundev.Offset)
 		if n > 0 {
 			for i := 0; i < n; i++ {
 				p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]

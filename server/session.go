@@ -93,13 +93,16 @@ type session struct {
 	// mux is the client's scheduling mode (wire.Mux*), which the server
 	// follows for its direction.
 	mux uint8
-	// staged, dirty and rr are owned by the server's TUN reader goroutine.
+	// stageMu guards staged, dirty, rr, stagedSet and seq: the readers of
+	// a multi-queue TUN stage into the same session. Framing and queueing
+	// under one lock keeps round_robin's sequence numbers in queue order.
+	stageMu   sync.Mutex
 	staged    [maxLinks]*outBuf
 	dirty     bool
 	rr        uint32
 	stagedSet *[]*slink
-	// seq numbers the packets sent in round_robin mode (SEQDATA), owned
-	// by the TUN reader too; reorder restores the order of the client's
+	// seq numbers the packets sent in round_robin mode (SEQDATA), under
+	// stageMu too; reorder restores the order of the client's
 	// (nil unless round_robin).
 	seq     uint32
 	reorder *engine.Reorder
@@ -154,6 +157,8 @@ func (ss *session) linkList() []*slink {
 // Batches remember the link list they were mapped for, so the writer can
 // put a barrier where the mapping changes.
 func (ss *session) stage(p []byte) bool {
+	ss.stageMu.Lock()
+	defer ss.stageMu.Unlock()
 	set := ss.links.Load()
 	first := !ss.dirty
 	if !first && set != ss.stagedSet {
@@ -199,6 +204,8 @@ func (ss *session) stage(p []byte) bool {
 // flushStaged queues the staged batches; when the queue is full the batch is
 // dropped (the client is slower than its traffic: drop like a router).
 func (ss *session) flushStaged() {
+	ss.stageMu.Lock()
+	defer ss.stageMu.Unlock()
 	ss.dirty = false
 	for i, ob := range ss.staged {
 		if ob == nil {
@@ -552,7 +559,7 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 	defer ss.removeLink(l)
 
 	s := ss.srv
-	dev := s.dev
+	dev := s.nextQueue()
 	b := engine.NewBatch(dev.BatchSize())
 	dead := 3 * s.keepalive
 	last := time.Now()

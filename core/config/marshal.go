@@ -112,6 +112,8 @@ func (s *Server) MarshalTOML() ([]byte, error) {
 	w.boolean("isolate_clients", s.IsolateClients)
 	w.integer("mtu", s.MTU)
 	w.str("interface_name", s.InterfaceName)
+	w.comment("TUN queues, each read by a goroutine of its own (Linux): 0 = one per core, 1 = single queue.")
+	w.integer("tun_queues", s.TUNQueues)
 	w.comment("DNS servers and routes pushed to clients.")
 	w.strs("dns_servers", s.DNSServers)
 	w.strs("routes", s.Routes)

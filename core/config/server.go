@@ -27,6 +27,7 @@ func (s *Server) Validate() error {
 		el.check("mtu", checkRange(s.MTU, 576, 65535))
 	}
 	el.check("interface_name", checkInterfaceName(s.InterfaceName))
+	el.check("tun_queues", checkRange(s.TUNQueues, 0, 16))
 	el.check("dns_servers", checkIPs(s.DNSServers))
 	el.check("routes", checkPrefixes(s.Routes))
 	el.check("keepalive_s", checkRange(s.KeepaliveS, 1, 600))

@@ -107,6 +107,7 @@ type Server struct {
 	IsolateClients  bool     `toml:"isolate_clients"`
 	MTU             int      `toml:"mtu"`
 	InterfaceName   string   `toml:"interface_name"`
+	TUNQueues       int      `toml:"tun_queues"` // 0: one per core
 	DNSServers      []string `toml:"dns_servers"`
 	Routes          []string `toml:"routes"`
 	KeepaliveS      int      `toml:"keepalive_s"`

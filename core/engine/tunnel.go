@@ -35,9 +35,22 @@ func (t *Tunnel) Attach(s *Session) { t.cur.Store(s) }
 // Drops counts packets read while no session was attached.
 func (t *Tunnel) Drops() uint64 { return t.drops.Load() }
 
-// Run reads the device until it is closed.
+// Run reads the device until it is closed; a multi-queue device
+// (tundev.Multi) is read by one goroutine per queue, and Run returns when
+// the first of them ends.
 func (t *Tunnel) Run() error {
-	bs := t.dev.BatchSize()
+	qs := tundev.Queues(t.dev)
+	errc := make(chan error, len(qs))
+	for _, q := range qs {
+		go func() { errc <- t.runQueue(q) }()
+	}
+	return <-errc
+}
+
+// runQueue reads one queue until it is closed. Concurrent readers hand
+// their batches to Session.send, which takes them one at a time.
+func (t *Tunnel) runQueue(dev tundev.Device) error {
+	bs := dev.BatchSize()
 	if bs < 1 {
 		bs = 1
 	}
@@ -48,7 +61,7 @@ func (t *Tunnel) Run() error {
 	sizes := make([]int, bs)
 	errRun := 0
 	for {
-		n, err := t.dev.Read(bufs, sizes, tundev.Offset)
+		n, err := dev.Read(bufs, sizes, tundev.Offset)
 		if n > 0 {
 			if s := t.cur.Load(); s != nil {
 				s.send(bufs, sizes, n)

@@ -21,3 +21,24 @@ type Device interface {
 	BatchSize() int
 	Close() error
 }
+
+// Multi is a device with several queues (Linux IFF_MULTI_QUEUE). Each queue
+// is a Device read and written on its own, so one goroutine per queue pumps
+// in parallel; the device itself (Read, Write) is its first queue. The kernel
+// hands all packets of a flow to one queue, so a flow's order is kept within
+// that queue's reader. Every queue must be read: what the kernel puts in a
+// queue nobody reads is lost.
+type Multi interface {
+	Device
+	Queues() []Device
+}
+
+// Queues returns d's queues: all of them if d is a Multi, else d alone.
+func Queues(d Device) []Device {
+	if m, ok := d.(Multi); ok {
+		if q := m.Queues(); len(q) > 0 {
+			return q
+		}
+	}
+	return []Device{d}
+}

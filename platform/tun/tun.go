@@ -5,6 +5,7 @@ package tun
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/mirage-vpn/mirage/core/tundev"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -41,4 +42,18 @@ func checkArgs(name string, mtu int) error {
 		return fmt.Errorf("create tun %q: mtu %d out of range 576..%d", name, mtu, tundev.MaxPacket)
 	}
 	return nil
+}
+
+// MaxQueues bounds the queues of one multi-queue device: past the cores of a
+// large server more readers only add wake-ups.
+const MaxQueues = 16
+
+// DefaultQueues is the queue count the server and the helper ask for: one
+// reader per core the Go scheduler uses (GOMAXPROCS), at most MaxQueues.
+func DefaultQueues() int { return min(runtime.GOMAXPROCS(0), MaxQueues) }
+
+// CreatePerCoreTUN is CreateMultiQueueTUN with DefaultQueues, the client
+// helper's device: on Linux one queue per core, elsewhere CreateTUN.
+func CreatePerCoreTUN(name string, mtu int) (tundev.Device, error) {
+	return CreateMultiQueueTUN(name, mtu, DefaultQueues())
 }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+
+	"github.com/mirage-vpn/mirage/core/tundev"
 )
 
 // ChannelTUN is a fake TUN: packets sent on Inbound are returned by Read (as
@@ -102,4 +104,38 @@ func UDP(src, dst netip.Addr, payload []byte) []byte {
 	binary.BigEndian.PutUint16(p[44:], uint16(8+len(payload)))
 	copy(p[48:], payload)
 	return p
+}
+
+// MultiTUN is a fake multi-queue TUN (tundev.Multi): each queue is a
+// ChannelTUN of its own; the device itself is queue 0.
+type MultiTUN struct {
+	*ChannelTUN
+	Q []*ChannelTUN
+}
+
+// NewMulti returns a MultiTUN with n queues.
+func NewMulti(mtu, n int) *MultiTUN {
+	m := &MultiTUN{}
+	for range max(n, 1) {
+		m.Q = append(m.Q, New(mtu))
+	}
+	m.ChannelTUN = m.Q[0]
+	return m
+}
+
+// Queues returns every queue.
+func (m *MultiTUN) Queues() []tundev.Device {
+	qs := make([]tundev.Device, len(m.Q))
+	for i, q := range m.Q {
+		qs[i] = q
+	}
+	return qs
+}
+
+// Close closes every queue.
+func (m *MultiTUN) Close() error {
+	for _, q := range m.Q {
+		q.Close()
+	}
+	return nil
 }

@@ -89,7 +89,7 @@ func serve(ctx context.Context, f runFlags, log *slog.Logger) error {
 	defer mon.Close()
 	d, err := daemon.New(daemon.Options{
 		ProfilesDir: f.profilesDir,
-		CreateTUN:   tun.CreateTUN,
+		CreateTUN:   tun.CreatePerCoreTUN,
 		NewNet:      func() (netcfg.Configurator, error) { return osnet.New(log, f.stateDir) },
 		Cleanup:     func() error { return osnet.Cleanup(log, f.stateDir) },
 		ResumeFile:  resume,

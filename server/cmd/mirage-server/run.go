@@ -116,7 +116,11 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 		log.Warn("removing leftover network state", "err", err)
 	}
 
-	dev, err := tun.CreateTUN(cfg.InterfaceName, cfg.MTU)
+	queues := cfg.TUNQueues
+	if queues == 0 {
+		queues = tun.DefaultQueues()
+	}
+	dev, err := tun.CreateMultiQueueTUN(cfg.InterfaceName, cfg.MTU, queues)
 	if err != nil {
 		return fmt.Errorf("create tun %s: %w", cfg.InterfaceName, err)
 	}
