@@ -703,6 +703,9 @@ func (s *Server) readQueue(dev tundev.Device) error {
 	for {
 		n, err := dev.Read(bufs, sizes, tundev.Offset)
 		if n > 0 {
+			// locked is the session whose stageMu is held: once per run
+			// of packets for one session, never two at a time.
+			var locked *session
 			for i := 0; i < n; i++ {
 				p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
 				dst, ok := ippkt.Dst(p)
@@ -715,9 +718,19 @@ func (s *Server) readQueue(dev tundev.Device) error {
 					s.Stats.NoRouteDrops.Add(1)
 					continue
 				}
+				if ss != locked {
+					if locked != nil {
+						locked.stageMu.Unlock()
+					}
+					ss.stageMu.Lock()
+					locked = ss
+				}
 				if ss.stage(p) {
 					touched = append(touched, ss)
 				}
+			}
+			if locked != nil {
+				locked.stageMu.Unlock()
 			}
 			for i, ss := range touched {
 				ss.flushStaged()

@@ -155,10 +155,9 @@ func (ss *session) linkList() []*slink {
 // stage appends p to the batch for its link; it reports whether the session
 // had nothing staged before (so the caller flushes it once per batch).
 // Batches remember the link list they were mapped for, so the writer can
-// put a barrier where the mapping changes.
+// put a barrier where the mapping changes. The caller holds stageMu (the
+// TUN reader takes it once per run of packets for one session).
 func (ss *session) stage(p []byte) bool {
-	ss.stageMu.Lock()
-	defer ss.stageMu.Unlock()
 	set := ss.links.Load()
 	first := !ss.dirty
 	if !first && set != ss.stagedSet {

@@ -18,7 +18,8 @@
 # BENCH_ROWS (all: space-separated subset of raw wg tcp-tls reality quic),
 # BENCH_MUX (flow, round_robin or active_standby: the client's mux_mode) and
 # BENCH_CONNS (1-8: parallel_connections and quic_parallel_connections; the
-# generated profile's own values when unset).
+# generated profile's own values when unset), BENCH_TUN_QUEUES (1-16: TUN
+# queues of both ends, exported as MIRAGE_TUN_QUEUES; one per core when unset).
 # Needs root, Go (builds wireguard-go from the module proxy into a temp dir,
 # never into the repository) and installs missing Debian packages.
 # Only documentation address ranges (RFC 5737) are used.
@@ -32,7 +33,7 @@ REPS="${BENCH_REPS:-3}"
 T="${BENCH_TIME:-5}"
 MAX_SECONDS="${BENCH_MAX_SECONDS:-900}"
 ROWS_WANTED="${BENCH_ROWS:-raw wg tcp-tls reality quic}"
-MUX="${BENCH_MUX:-}" CONNS="${BENCH_CONNS:-}"
+MUX="${BENCH_MUX:-}" CONNS="${BENCH_CONNS:-}" TUNQ="${BENCH_TUN_QUEUES:-}"
 WG_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
 
 ID=$$
@@ -99,6 +100,8 @@ check_root() {
 	[[ $MAX_SECONDS =~ ^[0-9]+$ ]] || die "BENCH_MAX_SECONDS must be a number, got '$MAX_SECONDS'"
 	[[ -z $MUX || $MUX =~ ^(flow|round_robin|active_standby)$ ]] || die "BENCH_MUX must be flow, round_robin or active_standby, got '$MUX'"
 	[[ -z $CONNS || $CONNS =~ ^[1-8]$ ]] || die "BENCH_CONNS must be 1-8, got '$CONNS'"
+	[[ -z $TUNQ || $TUNQ =~ ^([1-9]|1[0-6])$ ]] || die "BENCH_TUN_QUEUES must be 1-16, got '$TUNQ'"
+	if [[ -n $TUNQ ]]; then export MIRAGE_TUN_QUEUES=$TUNQ; fi
 	local r
 	for r in $ROWS_WANTED; do
 		[[ $r =~ ^(raw|wg|tcp-tls|reality|quic)$ ]] || die "BENCH_ROWS: unknown row '$r' (raw wg tcp-tls reality quic)"
@@ -406,7 +409,7 @@ report() {
 	jq -s --argjson rows "$rows_json" --arg date "$(date -u +%FT%TZ)" --argjson reps "$DONE_REPS" \
 		--argjson t "$T" --arg kernel "$(uname -r)" --arg cpu "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)" \
 		--argjson ncpu "$(nproc)" --arg version "$("$BIN/mirage-server" version 2>/dev/null | awk '{print $2}')" \
-		--arg wg "$WG_VERSION" --arg mux "${MUX:-profile default}" --arg conns "${CONNS:-profile default}" '
+		--arg wg "$WG_VERSION" --arg mux "${MUX:-profile default}" --arg conns "${CONNS:-profile default}" --arg tunq "${TUNQ:-one per core}" '
 		def median: sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
 			else (.[length / 2 - 1] + .[length / 2]) / 2 end;
 		def stats: map(select(. != null)) | {median: median, min: min, max: max, n: length};
@@ -416,7 +419,7 @@ report() {
 		| def ratio($id; $ref; $k): if $m[$id][$k].median != null and ($m[$ref][$k].median // 0) > 0
 			then ($m[$id][$k].median / $m[$ref][$k].median * 100 | round / 100) else null end;
 		{date: $date, mirage_version: $version, wireguard_go: $wg, kernel: $kernel, cpu: $cpu, ncpu: $ncpu,
-		 reps: $reps, iperf_seconds: $t, mux_mode: $mux, connections: $conns,
+		 reps: $reps, iperf_seconds: $t, mux_mode: $mux, connections: $conns, tun_queues: $tunq,
 		 units: {up: "Mbit/s", down: "Mbit/s", p4: "Mbit/s", load_up: "Mbit/s", loss_up: "Mbit/s",
 		         loss_dropped: "packets dropped by the 1 % rule", loss_retrans: "inner TCP retransmits under 1 % loss",
 		         up_retrans: "inner TCP retransmits of the clean single-stream upload",
@@ -433,7 +436,7 @@ report() {
 		def cell: if . == null or .n == 0 then "-" elif .n == 1 or .min == .max then (.median | num)
 			else "\(.median | num) (\(.min | num)–\(.max | num))" end;
 		def r: if . == null then "-" else "\(. | tostring)×" end;
-		"Mirage benchmark \(.date), \(.mirage_version), \(.reps) repetition(s) × \(.iperf_seconds) s, Mirage mux_mode \(.mux_mode), connections \(.connections), kernel \(.kernel), \(.ncpu) × \(.cpu). Median (min–max); throughput in Mbit/s, RTT in ms, CPU in % of one core (both tunnel processes, during the single-stream upload). Loss test: 1 % random drop of the packets entering the server namespace, veth TSO/GSO and UDP segmentation offload off so that 1 % of wire-sized packets is dropped; retransmits are those of the inner iperf3 TCP stream.",
+		"Mirage benchmark \(.date), \(.mirage_version), \(.reps) repetition(s) × \(.iperf_seconds) s, Mirage mux_mode \(.mux_mode), connections \(.connections), TUN queues \(.tun_queues), kernel \(.kernel), \(.ncpu) × \(.cpu). Median (min–max); throughput in Mbit/s, RTT in ms, CPU in % of one core (both tunnel processes, during the single-stream upload). Loss test: 1 % random drop of the packets entering the server namespace, veth TSO/GSO and UDP segmentation offload off so that 1 % of wire-sized packets is dropped; retransmits are those of the inner iperf3 TCP stream.",
 		"",
 		"| row | up 1 stream | down 1 stream | 4 streams | idle RTT avg / p50 / p99 | loaded RTT p50 / p99 | CPU % | retransmits, up | up, 1 % loss | retransmits, 1 % loss |",
 		"|---|---|---|---|---|---|---|---|---|---|",

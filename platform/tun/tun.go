@@ -5,7 +5,9 @@ package tun
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"strconv"
 
 	"github.com/mirage-vpn/mirage/core/tundev"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -48,9 +50,16 @@ func checkArgs(name string, mtu int) error {
 // large server more readers only add wake-ups.
 const MaxQueues = 16
 
-// DefaultQueues is the queue count the server and the helper ask for: one
-// reader per core the Go scheduler uses (GOMAXPROCS), at most MaxQueues.
-func DefaultQueues() int { return min(runtime.GOMAXPROCS(0), MaxQueues) }
+// DefaultQueues is the queue count the server (tun_queues = 0) and the
+// helper ask for: one reader per core the Go scheduler uses (GOMAXPROCS), at
+// most MaxQueues. The environment variable MIRAGE_TUN_QUEUES (1..MaxQueues)
+// overrides it, for comparisons (make bench's BENCH_TUN_QUEUES).
+func DefaultQueues() int {
+	if n, err := strconv.Atoi(os.Getenv("MIRAGE_TUN_QUEUES")); err == nil && n >= 1 {
+		return min(n, MaxQueues)
+	}
+	return min(runtime.GOMAXPROCS(0), MaxQueues)
+}
 
 // CreatePerCoreTUN is CreateMultiQueueTUN with DefaultQueues, the client
 // helper's device: on Linux one queue per core, elsewhere CreateTUN.
