@@ -90,9 +90,8 @@ type Server struct {
 	log *slog.Logger
 	dev tundev.Device
 	// queues are dev's queues (tundev.Queues): RunTUN reads each from a
-	// goroutine of its own; connections write to them in turn (nextQueue).
+	// goroutine of its own; connections write by flow (engine.NewFlowWriter).
 	queues   []tundev.Device
-	queueRR  atomic.Uint32
 	users    *auth.Users
 	tlsConf  *tls.Config
 	fallback Fallback
@@ -569,7 +568,7 @@ func (s *Server) newSession(h *wire.Hello) (*session, error) {
 		// The client numbers its packets; put them back in order
 		// before routing them.
 		var rc routeCache // used by the reorder's single consumer
-		ss.reorder = engine.NewReorder(s.dev, s.dev.BatchSize(), func(p []byte, b *engine.Batch) { ss.route(p, b, &rc) })
+		ss.reorder = engine.NewReorder(engine.NewFlowWriter(s.dev), s.dev.BatchSize(), func(p []byte, b *engine.Batch) { ss.route(p, b, &rc) })
 	}
 	rand.Read(ss.id[:])
 	rand.Read(ss.joinKey[:])
@@ -676,17 +675,6 @@ func (s *Server) RunTUN() error {
 		go func() { errc <- s.readQueue(q) }()
 	}
 	return <-errc
-}
-
-// nextQueue is the TUN queue a new connection writes to: in turn, so the
-// connections of a busy server write in parallel, and one connection (the
-// flows it carries) always through the same queue, which the kernel then
-// picks for those flows' replies.
-func (s *Server) nextQueue() tundev.Device {
-	if len(s.queues) == 0 {
-		return s.dev
-	}
-	return s.queues[int(s.queueRR.Add(1)-1)%len(s.queues)]
 }
 
 // readQueue pumps one TUN queue into the sessions' staged batches.

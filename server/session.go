@@ -14,6 +14,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/ippkt"
 	"github.com/mirage-vpn/mirage/core/shaping"
+	"github.com/mirage-vpn/mirage/core/tundev"
 	"github.com/mirage-vpn/mirage/core/wire"
 )
 
@@ -52,6 +53,9 @@ type slink struct {
 	// retiring is set when the client closed the link: its reader no
 	// longer answers barriers (it runs retire), so nobody waits for it.
 	retiring atomic.Bool
+	// tun is what the link's reader writes packets to the TUN with
+	// (engine.NewFlowWriter: by flow over the queues); reader goroutine only.
+	tun tundev.Device
 }
 
 func (l *slink) write(b []byte, timeout time.Duration) error {
@@ -361,10 +365,11 @@ func (ss *session) waitBarriers(ls []*slink, own *slink, rb *ownReader, timeout 
 
 // ownReader lets a barrier read a retiring link's remaining frames.
 type ownReader struct {
-	ss *session
-	c  net.Conn
-	r  *wire.Reader
-	b  *engine.Batch
+	ss  *session
+	c   net.Conn
+	r   *wire.Reader
+	b   *engine.Batch
+	tun tundev.Device
 }
 
 // untilPong routes the link's DATA until the barrier pong (or deadline or
@@ -373,7 +378,7 @@ func (o *ownReader) untilPong(deadline time.Time) {
 	o.c.SetReadDeadline(deadline)
 	defer func() {
 		if o.b.Len() > 0 {
-			o.b.Flush(o.ss.srv.dev)
+			o.b.Flush(o.tun)
 		}
 	}()
 	for {
@@ -385,7 +390,7 @@ func (o *ownReader) untilPong(deadline time.Time) {
 		case wire.TypeData:
 			o.ss.route(f.Payload, o.b, nil)
 			if o.b.Full() {
-				o.b.Flush(o.ss.srv.dev)
+				o.b.Flush(o.tun)
 			}
 		case wire.TypeSeqData:
 			if seq, p, ok := wire.ParseSeqData(f.Payload); ok && o.ss.reorder != nil {
@@ -409,7 +414,7 @@ func (o *ownReader) untilPong(deadline time.Time) {
 // writer goes on.
 func (ss *session) retire(l *slink, r *wire.Reader, b *engine.Batch) {
 	if b.Len() > 0 {
-		b.Flush(ss.srv.dev)
+		b.Flush(l.tun)
 	}
 	// Release a writer waiting for this link's barrier (it would wait for
 	// us, while we wait for it); the barrier below covers the link.
@@ -422,7 +427,7 @@ func (ss *session) retire(l *slink, r *wire.Reader, b *engine.Batch) {
 	old := ss.linkList()
 	ss.removeLink(l)
 	if ss.mux != wire.MuxRoundRobin {
-		ss.waitBarriers(survivors(old, ss.linkList()), l, &ownReader{ss: ss, c: l.c, r: r, b: b}, time.Second)
+		ss.waitBarriers(survivors(old, ss.linkList()), l, &ownReader{ss: ss, c: l.c, r: r, b: b, tun: l.tun}, time.Second)
 	}
 	ss.sentSet = ss.links.Load()
 }
@@ -558,7 +563,10 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 	defer ss.removeLink(l)
 
 	s := ss.srv
-	dev := s.nextQueue()
+	if l.tun == nil {
+		l.tun = engine.NewFlowWriter(s.dev)
+	}
+	dev := l.tun
 	b := engine.NewBatch(dev.BatchSize())
 	dead := 3 * s.keepalive
 	last := time.Now()

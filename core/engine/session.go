@@ -103,12 +103,8 @@ type Session struct {
 	// sentSet is the link set of the last batch (under sendMu): when it
 	// changes, flows may move, so send first waits for what is in flight
 	// on the old connections to be read (barrier).
-	sentSet *linkSet
-	dev     tundev.Device // set by Start
-	// queues are dev's queues; each connection's receiver writes to the
-	// next in turn (nextQueue), so receivers write in parallel.
-	queues    []tundev.Device
-	queueRR   atomic.Uint32
+	sentSet   *linkSet
+	dev       tundev.Device // set by Start
 	params    SessionParams
 	log       *slog.Logger
 	stats     *Stats
@@ -347,7 +343,7 @@ func (s *Session) replace(ctx context.Context, victim *link, drain time.Duration
 		return errors.New("session ended")
 	default:
 	}
-	go s.receive(nl, s.nextQueue())
+	go s.receive(nl, NewFlowWriter(s.dev))
 	s.mu.Unlock()
 
 	s.sendMu.Lock()
@@ -492,7 +488,7 @@ func (s *Session) replenish() {
 			default:
 			}
 			s.setLinks(append(append([]*link(nil), s.linkList()...), l))
-			go s.receive(l, s.nextQueue())
+			go s.receive(l, NewFlowWriter(s.dev))
 			n := len(s.linkList())
 			s.mu.Unlock()
 			s.log.Info("connection added", "local", l.c.LocalAddr().String(), "remote", l.c.RemoteAddr().String(), "connections", n)
@@ -661,26 +657,15 @@ func (s *Session) Close() error {
 	return nil
 }
 
-// nextQueue is the TUN queue a new connection's receiver writes to. One
-// connection's flows always go through one queue, which the kernel then
-// picks for their replies.
-func (s *Session) nextQueue() tundev.Device {
-	if len(s.queues) == 0 {
-		return s.dev
-	}
-	return s.queues[int(s.queueRR.Add(1)-1)%len(s.queues)]
-}
-
 // Start runs the receivers (connections -> dev) and the keepalive.
 func (s *Session) Start(dev tundev.Device) {
 	s.mu.Lock()
 	s.dev = dev
-	s.queues = tundev.Queues(dev)
 	if s.params.Mux == wire.MuxRoundRobin {
-		s.reorder = NewReorder(dev, dev.BatchSize(), func(p []byte, b *Batch) { b.Add(p) })
+		s.reorder = NewReorder(NewFlowWriter(dev), dev.BatchSize(), func(p []byte, b *Batch) { b.Add(p) })
 	}
 	for _, l := range s.linkList() {
-		go s.receive(l, s.nextQueue())
+		go s.receive(l, NewFlowWriter(s.dev))
 	}
 	s.mu.Unlock()
 	go s.keepaliveLoop()

@@ -131,6 +131,49 @@ func TestChildMultiQueueTUN(t *testing.T) {
 	t.Logf("packets per queue: %v", perQueue)
 	mu.Unlock()
 
+	// The kernel steers a flow's packets to the queue that last wrote one
+	// of its packets (engine.NewFlowWriter relies on it): a packet written
+	// through queue i gets its reply read from queue i.
+	for i := range qs {
+		l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 6000 + i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkt := udp4(net.IPv4(192, 0, 2, 2), net.IPv4(192, 0, 2, 1), uint16(7000+i), uint16(6000+i), []byte("ask"))
+		buf := make([]byte, tundev.Offset+len(pkt), tundev.Offset+tundev.MaxPacket)
+		copy(buf[tundev.Offset:], pkt)
+		if _, err := qs[i].Write([][]byte{buf}, tundev.Offset); err != nil {
+			t.Fatalf("write queue %d: %v", i, err)
+		}
+		l.SetReadDeadline(time.Now().Add(3 * time.Second))
+		got := make([]byte, 100)
+		_, from, err := l.ReadFromUDP(got)
+		if err != nil {
+			t.Fatalf("queue %d: socket read: %v", i, err)
+		}
+		if _, err := l.WriteToUDP([]byte("flow reply"), from); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		port := uint16(6000 + i)
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			mu.Lock()
+			q, ok := flows[port]
+			mu.Unlock()
+			if ok {
+				if q != i {
+					t.Errorf("reply of a flow written through queue %d was read from queue %d", i, q)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("reply of the flow written through queue %d not read", i)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
 	// Inbound through the last queue.
 	l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5555})
 	if err != nil {

@@ -1,0 +1,62 @@
+package engine
+
+import "github.com/mirage-vpn/mirage/core/tundev"
+
+// flowWriter writes each packet to the queue of a multi-queue TUN chosen by
+// its flow, so a flow is always written through the same queue whichever
+// connection carried it. This matters for reading too: the kernel steers
+// a flow's packets to the queue that last wrote one of them (tun automq),
+// so a flow whose write queue changed (it moved to another connection)
+// would be read from two queues by two goroutines at once and reordered.
+type flowWriter struct {
+	qs    []tundev.Device
+	parts [][][]byte
+}
+
+// NewFlowWriter returns what a goroutine writing packets to dev uses: dev
+// itself when it has one queue, else a writer that spreads packets over
+// dev's queues by flow. It is not safe for concurrent use; each writer
+// goroutine takes its own (the queues themselves are).
+func NewFlowWriter(dev tundev.Device) tundev.Device {
+	qs := tundev.Queues(dev)
+	if len(qs) < 2 {
+		return dev
+	}
+	return &flowWriteDevice{Device: dev, w: &flowWriter{qs: qs, parts: make([][][]byte, len(qs))}}
+}
+
+// FlowQueue is the queue (of n) that packets of p's flow are written to.
+// It takes the hash's high bits: the low ones pick the connection.
+func FlowQueue(p []byte, n int) int {
+	return int(FlowHash(p)>>16) % n
+}
+
+type flowWriteDevice struct {
+	tundev.Device
+	w *flowWriter
+}
+
+// Write writes each buffer (packet at offset) to its flow's queue, in order
+// within each queue.
+func (d *flowWriteDevice) Write(bufs [][]byte, offset int) (int, error) {
+	w := d.w
+	for _, b := range bufs {
+		q := FlowQueue(b[offset:], len(w.qs))
+		w.parts[q] = append(w.parts[q], b)
+	}
+	total := 0
+	var first error
+	for i, part := range w.parts {
+		if len(part) == 0 {
+			continue
+		}
+		n, err := w.qs[i].Write(part, offset)
+		total += n
+		if err != nil && first == nil {
+			first = err
+		}
+		clear(part)
+		w.parts[i] = part[:0]
+	}
+	return total, first
+}
