@@ -248,26 +248,34 @@ func BenchmarkAppendFrame(b *testing.B) {
 	}
 }
 
+// BenchmarkReader reads DATA frames of a 1400-byte packet from one
+// connection in steady state: 0 allocs/op.
 func BenchmarkReader(b *testing.B) {
 	pkt := make([]byte, 1400)
 	var stream []byte
 	for i := 0; i < 64; i++ {
 		stream = AppendFrame(stream, TypeData, pkt)
 	}
-	rd := bytes.NewReader(stream)
-	r := NewReader(rd, 0)
+	r := NewReader(&repeatReader{b: stream}, 0)
 	b.ReportAllocs()
-	b.SetBytes(int64(len(stream)))
-	for i := 0; i < b.N; i++ {
-		rd.Reset(stream)
-		r = NewReaderBufio(r.br)
-		r.br.Reset(rd)
-		for {
-			if _, err := r.Next(); err != nil {
-				break
-			}
+	b.SetBytes(int64(HeaderLen + len(pkt)))
+	for b.Loop() {
+		if f, err := r.Next(); err != nil || len(f.Payload) != len(pkt) {
+			b.Fatalf("frame %v, %v", f.Type, err)
 		}
 	}
+}
+
+// repeatReader reads b over and over, like a connection that never ends.
+type repeatReader struct {
+	b   []byte
+	off int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	n := copy(p, r.b[r.off:])
+	r.off = (r.off + n) % len(r.b)
+	return n, nil
 }
 
 func TestSeqData(t *testing.T) {
