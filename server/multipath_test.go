@@ -3,18 +3,22 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
 	"github.com/mirage-vpn/mirage/core/tundev/tundevtest"
 	"github.com/mirage-vpn/mirage/core/wire"
@@ -462,6 +466,166 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 
 func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// darkConn can go dark like a path that drops everything: writes then
+// block (as on a full socket buffer) and reads never return, until Close.
+type darkConn struct {
+	net.Conn
+	dark   chan struct{}
+	once   sync.Once
+	closed chan struct{}
+	cOnce  sync.Once
+}
+
+func (c *darkConn) goDark() { c.once.Do(func() { close(c.dark) }) }
+
+func (c *darkConn) Write(b []byte) (int, error) {
+	select {
+	case <-c.dark:
+		<-c.closed
+		return 0, net.ErrClosed
+	default:
+		return c.Conn.Write(b)
+	}
+}
+
+func (c *darkConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	select {
+	case <-c.dark:
+		<-c.closed
+		return 0, net.ErrClosed
+	default:
+		return n, err
+	}
+}
+
+func (c *darkConn) Close() error {
+	c.cOnce.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+type darkDialer struct {
+	addr  string
+	mu    sync.Mutex
+	conns []*darkConn
+}
+
+func (d *darkDialer) Protocol() string { return "tcp-tls" }
+func (d *darkDialer) Dial(ctx context.Context) (engine.Conn, error) {
+	var nd net.Dialer
+	c, err := nd.DialContext(ctx, "tcp", d.addr)
+	if err != nil {
+		return nil, err
+	}
+	dc := &darkConn{Conn: c, dark: make(chan struct{}), closed: make(chan struct{})}
+	d.mu.Lock()
+	d.conns = append(d.conns, dc)
+	d.mu.Unlock()
+	tc := tls.Client(dc, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tlsConn{tc}, nil
+}
+
+// A connection whose path goes dark while the TUN reader is stuck writing
+// to it is found by the keepalive check (no answer for 1.5 intervals), not
+// only when its read deadline (3 intervals) expires: the keepalive loop
+// must not wait behind the stuck write.
+func TestMultipathDarkPathFoundByKeepalive(t *testing.T) {
+	r := newRig(t, func(c *config.Server) { c.KeepaliveS = 1 })
+	d := &darkDialer{addr: r.addr}
+	var logs syncBuf
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sess, err := engine.DialSession(ctx, engine.SessionParams{
+		Dialers: []engine.Dialer{d}, Username: "alice", Password: "alice-pw", Parallel: 2,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctun := tundevtest.New(1420)
+	sess.Start(ctun)
+	tn := engine.NewTunnel(ctun, nil)
+	tn.Attach(sess)
+	go tn.Run()
+	t.Cleanup(func() { sess.Close(); ctun.Close() })
+	// Runs first (cleanups are LIFO): closing the connections releases
+	// writes stuck on the dark one, so sess.Close cannot hang.
+	t.Cleanup(func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, c := range d.conns {
+			c.Close()
+		}
+	})
+	waitClientLinks(t, sess, 2)
+	v4 := sess.Welcome.ClientAddrs[0].Addr()
+
+	// Keep packets of 16 flows coming, so the TUN reader writes to both
+	// connections and blocks on the dark one.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			p := tundevtest.UDP(v4, internet4, make([]byte, 1200))
+			p[21] = byte(i % 16)
+			select {
+			case ctun.Inbound <- p:
+			case <-stop:
+				return
+			}
+			if i%32 == 31 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-r.tun.Outbound:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	d.mu.Lock()
+	victim := d.conns[0]
+	d.mu.Unlock()
+	victim.goDark()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "connection lost") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dark connection was not given up within 10 s; log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if line := logs.String(); !strings.Contains(line, "no answer to keepalives") {
+		t.Fatalf("the dark connection was found by something else than the keepalive check:\n%s", line)
+	}
+}
+
+// syncBuf is a goroutine-safe log buffer.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

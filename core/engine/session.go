@@ -142,12 +142,26 @@ type link struct {
 	// does not end the session.
 	retired atomic.Bool
 	done    chan struct{} // closed when its receiver returns
+	// pinging is set while a keepalive ping is being written, so a
+	// connection whose writes hang gets one stuck ping, not one per tick.
+	pinging atomic.Bool
 }
 
 func (l *link) write(b []byte) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	_, err := l.c.Write(b)
+	return err
+}
+
+// ping writes a keepalive ping (after any write in progress) with a write
+// deadline.
+func (l *link) ping(f []byte, deadline time.Time) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.c.SetWriteDeadline(deadline)
+	_, err := l.c.Write(f)
+	l.c.SetWriteDeadline(time.Time{})
 	return err
 }
 
@@ -716,20 +730,26 @@ func (s *Session) keepaliveLoop() {
 			var p [8]byte
 			binary.BigEndian.PutUint64(p[:], uint64(now.UnixNano()))
 			f := wire.AppendFrame(nil, wire.TypePing, p[:])
+			// The pings go out from goroutines of their own: a
+			// connection whose path went dark blocks writes (its
+			// socket buffer is full, or the TUN reader is stuck in a
+			// write to it), and the loop must keep checking the others
+			// and notice the silence.
 			ls := s.linkList()
 			for _, l := range ls {
 				if len(ls) > 1 && now.Sub(time.Unix(0, l.lastRecv.Load())) > 3*s.keepalive/2 {
 					go s.linkDown(l, errors.New("no answer to keepalives"))
 					continue
 				}
-				l.c.SetWriteDeadline(now.Add(2 * s.keepalive))
-				if err := l.write(f); err != nil {
-					if !l.retired.Load() {
-						go s.linkDown(l, fmt.Errorf("keepalive: %w", err))
-					}
+				if !l.pinging.CompareAndSwap(false, true) {
 					continue
 				}
-				l.c.SetWriteDeadline(time.Time{})
+				go func() {
+					defer l.pinging.Store(false)
+					if err := l.ping(f, now.Add(2*s.keepalive)); err != nil && !l.retired.Load() {
+						s.linkDown(l, fmt.Errorf("keepalive: %w", err))
+					}
+				}()
 			}
 			if s.params.Mux == wire.MuxRoundRobin && len(ls) > 1 {
 				s.mu.Lock()
