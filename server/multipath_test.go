@@ -541,7 +541,7 @@ func (d *darkDialer) Dial(ctx context.Context) (engine.Conn, error) {
 func TestMultipathDarkPathFoundByKeepalive(t *testing.T) {
 	r := newRig(t, func(c *config.Server) { c.KeepaliveS = 1 })
 	d := &darkDialer{addr: r.addr}
-	var logs syncBuf
+	var logs syncBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	sess, err := engine.DialSession(ctx, engine.SessionParams{
@@ -611,22 +611,4 @@ func TestMultipathDarkPathFoundByKeepalive(t *testing.T) {
 	if line := logs.String(); !strings.Contains(line, "no answer to keepalives") {
 		t.Fatalf("the dark connection was found by something else than the keepalive check:\n%s", line)
 	}
-}
-
-// syncBuf is a goroutine-safe log buffer.
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

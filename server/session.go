@@ -563,9 +563,7 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 	defer ss.removeLink(l)
 
 	s := ss.srv
-	if l.tun == nil {
-		l.tun = engine.NewFlowWriter(s.dev)
-	}
+	l.tun = engine.NewFlowWriter(s.dev)
 	dev := l.tun
 	b := engine.NewBatch(dev.BatchSize())
 	dead := 3 * s.keepalive

@@ -9,8 +9,9 @@ import "github.com/mirage-vpn/mirage/core/tundev"
 // so a flow whose write queue changed (it moved to another connection)
 // would be read from two queues by two goroutines at once and reordered.
 type flowWriter struct {
-	qs    []tundev.Device
-	parts [][][]byte
+	tundev.Device // queue 0, for everything but Write
+	qs            []tundev.Device
+	parts         [][][]byte // per queue, reused between writes
 }
 
 // NewFlowWriter returns what a goroutine writing packets to dev uses: dev
@@ -22,7 +23,7 @@ func NewFlowWriter(dev tundev.Device) tundev.Device {
 	if len(qs) < 2 {
 		return dev
 	}
-	return &flowWriteDevice{Device: dev, w: &flowWriter{qs: qs, parts: make([][][]byte, len(qs))}}
+	return &flowWriter{Device: dev, qs: qs, parts: make([][][]byte, len(qs))}
 }
 
 // FlowQueue is the queue (of n) that packets of p's flow are written to.
@@ -31,15 +32,9 @@ func FlowQueue(p []byte, n int) int {
 	return int(FlowHash(p)>>16) % n
 }
 
-type flowWriteDevice struct {
-	tundev.Device
-	w *flowWriter
-}
-
 // Write writes each buffer (packet at offset) to its flow's queue, in order
 // within each queue.
-func (d *flowWriteDevice) Write(bufs [][]byte, offset int) (int, error) {
-	w := d.w
+func (w *flowWriter) Write(bufs [][]byte, offset int) (int, error) {
 	for _, b := range bufs {
 		q := FlowQueue(b[offset:], len(w.qs))
 		w.parts[q] = append(w.parts[q], b)
