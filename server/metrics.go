@@ -129,6 +129,7 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mDrops, st.SpoofDrops.Load(), "spoofed_source")
 	counter(mDrops, st.NoRouteDrops.Load(), "no_route")
 	counter(mDrops, st.IsolationDrops.Load(), "isolation")
+	counter(mDrops, st.BadPacketDrops.Load(), "bad_packet")
 	counter(mDrops, st.QueueDrops.Load(), "queue_full")
 	if g := s.quicGate.Load(); g != nil {
 		counter(mQUICPacing, g.Timeouts.Load())

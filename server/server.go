@@ -67,6 +67,9 @@ type Stats struct {
 	NoRouteDrops   atomic.Uint64
 	QueueDrops     atomic.Uint64
 	IsolationDrops atomic.Uint64
+	// BadPacketDrops counts super-packets whose offload header does not
+	// match the packet (from a client, or the TUN) or that a device refused.
+	BadPacketDrops atomic.Uint64
 	// Handshake outcomes (disjoint): a connection that joined a session,
 	// wrong credentials or session proof, anything else handed to the
 	// camouflage (web site or REALITY target), a replayed REALITY hello
@@ -563,7 +566,8 @@ func (s *Server) authenticate(ekmFn func() ([]byte, error), h *wire.Hello, remot
 // which is how a reconnecting client gets its addresses back) and publishes
 // the session in the client table.
 func (s *Server) newSession(h *wire.Hello) (*session, error) {
-	ss := &session{srv: s, user: h.Username, mux: h.Mux, queue: make(chan *outBuf, s.queueLen), done: make(chan struct{}), started: time.Now()}
+	ss := &session{srv: s, user: h.Username, mux: h.Mux, queue: make(chan *outBuf, s.queueLen), done: make(chan struct{}), started: time.Now(),
+		peerGSO: h.Caps&wire.CapGSO != 0}
 	if h.Mux == wire.MuxRoundRobin {
 		// The client numbers its packets; put them back in order
 		// before routing them.
@@ -679,6 +683,9 @@ func (s *Server) RunTUN() error {
 
 // readQueue pumps one TUN queue into the sessions' staged batches.
 func (s *Server) readQueue(dev tundev.Device) error {
+	if sd := tundev.Super(dev); sd != nil {
+		return s.readSuper(sd)
+	}
 	bs := max(dev.BatchSize(), 1)
 	bufs := make([][]byte, bs)
 	for i := range bufs {
@@ -738,5 +745,48 @@ func (s *Server) readQueue(dev tundev.Device) error {
 			continue
 		}
 		errRun = 0
+	}
+}
+
+// readSuper pumps one queue of a SuperDevice: packets come whole, one per
+// read, and a super-packet goes to its client in one GSO frame when it can
+// (see session.stageSuper).
+func (s *Server) readSuper(dev tundev.SuperDevice) error {
+	buf := make([]byte, tundev.Offset+tundev.MaxPacket)
+	var sp engine.Splitter
+	var rc routeCache
+	errRun := 0
+	for {
+		n, o, err := dev.ReadSuper(buf, tundev.Offset)
+		if err != nil {
+			if s.ctx.Err() != nil || isClosed(err) {
+				return nil
+			}
+			if errRun++; errRun > 1000 {
+				return fmt.Errorf("tun read: %w", err)
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		errRun = 0
+		p := buf[tundev.Offset : tundev.Offset+n]
+		dst, ok := ippkt.Dst(p)
+		if !ok {
+			s.Stats.NoRouteDrops.Add(1)
+			continue
+		}
+		ss := rc.lookup(s, dst)
+		if ss == nil {
+			s.Stats.NoRouteDrops.Add(1)
+			continue
+		}
+		ss.stageMu.Lock()
+		if engine.IsSuper(o) {
+			ss.stageSuper(p, o, &sp)
+		} else {
+			ss.stage(p)
+		}
+		ss.stageMu.Unlock()
+		ss.flushStaged()
 	}
 }

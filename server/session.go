@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/gso"
 	"github.com/mirage-vpn/mirage/core/ippkt"
 	"github.com/mirage-vpn/mirage/core/shaping"
 	"github.com/mirage-vpn/mirage/core/tundev"
@@ -97,6 +98,8 @@ type session struct {
 	// mux is the client's scheduling mode (wire.Mux*), which the server
 	// follows for its direction.
 	mux uint8
+	// peerGSO: the client takes super-packets whole (Hello caps).
+	peerGSO bool
 	// stageMu guards staged, dirty, rr, stagedSet and seq: the readers of
 	// a multi-queue TUN stage into the same session. Framing and queueing
 	// under one lock keeps round_robin's sequence numbers in queue order.
@@ -123,6 +126,9 @@ func (ss *session) welcome(s *Server) *wire.Welcome {
 		MTU: uint16(s.cfg.MTU), DNS: s.dns, Routes: s.routes,
 		Keepalive: uint16(s.keepalive / time.Second), MaxFrame: wire.MaxPayload,
 		PublicAddrs: s.cfg.PublicAddrs(),
+	}
+	if s.dev != nil && tundev.Super(s.dev) != nil {
+		w.Caps |= wire.CapGSO
 	}
 	if s.cfg.QUIC.Enabled {
 		lo, hi := s.cfg.QUICPorts()
@@ -158,13 +164,55 @@ func (ss *session) linkList() []*slink {
 
 // stage appends p to the batch for its link; it reports whether the session
 // had nothing staged before (so the caller flushes it once per batch).
-// Batches remember the link list they were mapped for, so the writer can
-// put a barrier where the mapping changes. The caller holds stageMu (the
-// TUN reader takes it once per run of packets for one session).
+// The caller holds stageMu (the TUN reader takes it once per run of
+// packets for one session).
 func (ss *session) stage(p []byte) bool {
-	set := ss.links.Load()
 	first := !ss.dirty
-	if !first && set != ss.stagedSet {
+	ob := ss.stagedFor(p)
+	if ss.mux == wire.MuxRoundRobin && len(p) <= wire.MaxPayload-wire.SeqLen {
+		ob.b = wire.AppendSeqData(ob.b, ss.seq, p)
+		ss.seq++
+	} else {
+		ob.b = wire.AppendFrame(ob.b, wire.TypeData, p)
+	}
+	return first
+}
+
+// stageSuper stages a super-packet read whole from the TUN (offload header
+// o): in one GSO frame when the client takes them and its connection is a
+// byte stream, else split by sp into packets. The caller holds stageMu.
+func (ss *session) stageSuper(p []byte, o gso.Options, sp *engine.Splitter) bool {
+	first := !ss.dirty
+	if ss.mux != wire.MuxRoundRobin && ss.peerGSO {
+		ob := ss.stagedFor(p)
+		transport := ""
+		if ob.set != nil && int(ob.link) < len(*ob.set) {
+			transport = (*ob.set)[ob.link].transport
+		}
+		if engine.CanSendWhole(true, transport, p) {
+			if hdrLen, err := gso.Check(p, o); err == nil {
+				ob.b = wire.AppendGSO(ob.b, o, uint16(hdrLen), p)
+				return first
+			}
+		}
+	}
+	n, err := sp.Split(p, o)
+	if err != nil {
+		ss.srv.Stats.BadPacketDrops.Add(1)
+		return first
+	}
+	for i := 0; i < n; i++ {
+		ss.stage(sp.Seg(i))
+	}
+	return first
+}
+
+// stagedFor returns the staged batch of the connection p goes on. Batches
+// remember the link list they were mapped for, so the writer can put a
+// barrier where the mapping changes. The caller holds stageMu.
+func (ss *session) stagedFor(p []byte) *outBuf {
+	set := ss.links.Load()
+	if ss.dirty && set != ss.stagedSet {
 		// The connections changed within this batch: queue what was
 		// mapped for the old ones first.
 		for i, ob := range ss.staged {
@@ -194,14 +242,8 @@ func (ss *session) stage(p []byte) bool {
 		ob.link, ob.set = h, set
 		ss.staged[h] = ob
 	}
-	if ss.mux == wire.MuxRoundRobin && len(p) <= wire.MaxPayload-wire.SeqLen {
-		ob.b = wire.AppendSeqData(ob.b, ss.seq, p)
-		ss.seq++
-	} else {
-		ob.b = wire.AppendFrame(ob.b, wire.TypeData, p)
-	}
 	ss.dirty = true
-	return first
+	return ob
 }
 
 // flushStaged queues the staged batches; when the queue is full the batch is
@@ -370,6 +412,7 @@ type ownReader struct {
 	r   *wire.Reader
 	b   *engine.Batch
 	tun tundev.Device
+	sp  engine.Splitter
 }
 
 // untilPong routes the link's DATA until the barrier pong (or deadline or
@@ -392,6 +435,8 @@ func (o *ownReader) untilPong(deadline time.Time) {
 			if o.b.Full() {
 				o.b.Flush(o.tun)
 			}
+		case wire.TypeGSO:
+			o.ss.routeGSO(f.Payload, o.b, &o.sp, o.tun, nil)
 		case wire.TypeSeqData:
 			if seq, p, ok := wire.ParseSeqData(f.Payload); ok && o.ss.reorder != nil {
 				o.ss.reorder.Push(nil, seq, p) // not reached: round_robin retires without barriers
@@ -566,6 +611,7 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 	l.tun = engine.NewFlowWriter(s.dev)
 	dev := l.tun
 	b := engine.NewBatch(dev.BatchSize())
+	var sp engine.Splitter
 	dead := 3 * s.keepalive
 	last := time.Now()
 	c.SetReadDeadline(last.Add(dead))
@@ -590,6 +636,10 @@ func (ss *session) serveLink(l *slink, r *wire.Reader) {
 			rx += uint64(len(f.Payload))
 			rxp++
 			ss.route(f.Payload, b, &rc)
+		case wire.TypeGSO:
+			rx += uint64(len(f.Payload))
+			rxp++
+			ss.routeGSO(f.Payload, b, &sp, dev, &rc)
 		case wire.TypeSeqData:
 			if seq, p, ok := wire.ParseSeqData(f.Payload); ok {
 				rx += uint64(len(p))
@@ -691,6 +741,45 @@ func (ss *session) route(p []byte, b *engine.Batch, rc *routeCache) {
 		return
 	}
 	b.Add(p)
+}
+
+// routeGSO delivers a GSO frame's super-packet from the client (see
+// engine.WriteGSO): to the TUN whole, or, for another client, split into
+// packets (simple and always correct; client-to-client traffic is not the
+// fast path).
+func (ss *session) routeGSO(payload []byte, b *engine.Batch, sp *engine.Splitter, dev tundev.Device, rc *routeCache) {
+	s := ss.srv
+	o, p, ok := wire.ParseGSO(payload)
+	if !ok {
+		return
+	}
+	src, dst, ok := ippkt.Addrs(p)
+	if !ok || !ss.ownsSource(src) {
+		s.Stats.SpoofDrops.Add(1)
+		return
+	}
+	if peer := rc.lookup(s, dst); peer != nil {
+		if peer == ss || s.cfg.IsolateClients {
+			s.Stats.IsolationDrops.Add(1)
+			return
+		}
+		n, err := sp.Split(p, o)
+		if err != nil {
+			s.Stats.BadPacketDrops.Add(1)
+			return
+		}
+		ob := getOut()
+		ob.link = engine.FlowHash(p)
+		for i := 0; i < n; i++ {
+			ob.b = wire.AppendFrame(ob.b, wire.TypeData, sp.Seg(i))
+		}
+		peer.enqueue(ob)
+		return
+	}
+	if err := engine.WriteGSO(dev, b, sp, payload, o); err != nil && !isClosed(err) {
+		s.Stats.BadPacketDrops.Add(1)
+		s.log.Debug("super-packet dropped", "user", ss.user, "err", err)
+	}
 }
 
 func isClosed(err error) bool {

@@ -69,6 +69,10 @@ type Options struct {
 	Config *config.Client
 	// CreateTUN opens the tunnel device.
 	CreateTUN func(name string, mtu int) (tundev.Device, error)
+	// SuperTUN says the devices CreateTUN makes are expected to take GSO
+	// super-packets whole (Linux); the first session announces it to the
+	// server before the device exists, later ones ask the device.
+	SuperTUN bool
 	// Net applies addresses, routes and DNS.
 	Net netcfg.Configurator
 	// Resolve looks up the server host; nil uses net.DefaultResolver.
@@ -174,6 +178,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Logger:            log,
 		Stats:             o.Stats,
 		Shaping:           cfg.Obfuscation.Shaping(),
+		AcceptGSO:         o.SuperTUN,
 	}
 
 	// Dual stack: a second path over the server's other address family,
@@ -314,6 +319,7 @@ func Run(ctx context.Context, o Options) (err error) {
 				return fmt.Errorf("create tun %s: %w", cfg.Network.InterfaceName, err)
 			}
 			tunnel = engine.NewTunnel(dev, log)
+			params.AcceptGSO = tundev.Super(dev) != nil
 			go func() {
 				if err := tunnel.Run(); err != nil {
 					log.Error("tun read", "err", err)

@@ -35,6 +35,8 @@ type Options struct {
 	ProfilesDir string
 	// CreateTUN opens the tunnel device.
 	CreateTUN func(name string, mtu int) (tundev.Device, error)
+	// SuperTUN: CreateTUN's devices take GSO super-packets (client.Options).
+	SuperTUN bool
 	// NewNet returns a fresh network configurator for each connection.
 	NewNet func() (netcfg.Configurator, error)
 	// Cleanup, when set, undoes the routes, DNS and TUN a crashed run left
@@ -258,6 +260,7 @@ func (d *Daemon) Connect(name string) error {
 	opts := client.Options{
 		Config:    cfg,
 		CreateTUN: systemTUN(d.opts.CreateTUN),
+		SuperTUN:  d.opts.SuperTUN,
 		Net:       systemNet{netc},
 		Logger:    d.log.With("profile", name),
 		OnEvent:   func(e client.Event) { d.onEvent(cur, e) },

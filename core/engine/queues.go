@@ -1,6 +1,9 @@
 package engine
 
-import "github.com/mirage-vpn/mirage/core/tundev"
+import (
+	"github.com/mirage-vpn/mirage/core/gso"
+	"github.com/mirage-vpn/mirage/core/tundev"
+)
 
 // flowWriter writes each packet to the queue of a multi-queue TUN chosen by
 // its flow, so a flow is always written through the same queue whichever
@@ -54,4 +57,26 @@ func (w *flowWriter) Write(bufs [][]byte, offset int) (int, error) {
 		w.parts[i] = part[:0]
 	}
 	return total, first
+}
+
+// CanSuper reports whether every queue takes super-packets.
+func (w *flowWriter) CanSuper() bool {
+	for _, q := range w.qs {
+		if tundev.Super(q) == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// ReadSuper reads queue 0; a flowWriter is for writing, readers read the
+// queues themselves.
+func (w *flowWriter) ReadSuper(buf []byte, offset int) (int, gso.Options, error) {
+	return tundev.Super(w.qs[0]).ReadSuper(buf, offset)
+}
+
+// WriteSuper writes a super-packet to its flow's queue.
+func (w *flowWriter) WriteSuper(buf []byte, offset int, o gso.Options, hdrLen int) error {
+	q := FlowQueue(buf[offset:], len(w.qs))
+	return tundev.Super(w.qs[q]).WriteSuper(buf, offset, o, hdrLen)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mirage-vpn/mirage/core/auth"
+	"github.com/mirage-vpn/mirage/core/gso"
 	"github.com/mirage-vpn/mirage/core/ippkt"
 	"github.com/mirage-vpn/mirage/core/shaping"
 	"github.com/mirage-vpn/mirage/core/tundev"
@@ -73,6 +74,11 @@ type SessionParams struct {
 	// OnPadding, when set, is called with the payload size of every
 	// padding frame received (tests, diagnostics).
 	OnPadding func(size int)
+	// AcceptGSO announces that the client takes super-packets whole
+	// (wire.CapGSO): its TUN device is, or will be, a tundev.SuperDevice.
+	// Should the device turn out not to be one, received super-packets
+	// are split (slower, still correct).
+	AcceptGSO bool
 }
 
 // Session is an established client session: one or more connections that
@@ -103,7 +109,11 @@ type Session struct {
 	// sentSet is the link set of the last batch (under sendMu): when it
 	// changes, flows may move, so send first waits for what is in flight
 	// on the old connections to be read (barrier).
-	sentSet   *linkSet
+	sentSet *linkSet
+	// peerGSO: the server accepts GSO frames (Welcome caps); split cuts
+	// super-packets that cannot go whole (under sendMu).
+	peerGSO   bool
+	split     Splitter
 	dev       tundev.Device // set by Start
 	params    SessionParams
 	log       *slog.Logger
@@ -184,7 +194,7 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 	hello := &wire.Hello{
 		Username: p.Username, Password: p.Password, Ticket: p.Ticket,
 		Request: p.Request, MaxFrame: wire.MaxPayload, ClientVersion: p.ClientVersion,
-		Mux: p.Mux,
+		Mux: p.Mux, Caps: helloCaps(p),
 	}
 	var errs []error
 	for _, d := range p.Dialers {
@@ -214,6 +224,7 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 		s := &Session{
 			Welcome: w, Protocol: d.Protocol(), log: log, stats: st,
 			params: p, done: make(chan struct{}), paths: []Dialer{d}, kick: make(chan struct{}, 1),
+			peerGSO: w.Caps&wire.CapGSO != 0,
 		}
 		if p.PathDialers != nil {
 			s.paths = append(s.paths, p.PathDialers(d.Protocol(), w)...)
@@ -254,6 +265,14 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 	return nil, errors.Join(errs...)
 }
 
+// helloCaps are the capability bits a client announces.
+func helloCaps(p SessionParams) uint32 {
+	if p.AcceptGSO {
+		return wire.CapGSO
+	}
+	return 0
+}
+
 // join opens one more connection and proves it belongs to this session.
 func (s *Session) join(ctx context.Context, path int) (*link, error) {
 	p := s.params
@@ -273,7 +292,7 @@ func (s *Session) join(ctx context.Context, path int) (*link, error) {
 	h := &wire.Hello{
 		Username: p.Username, Password: p.Password, Ticket: s.Welcome.Ticket,
 		Join: &wire.Join{SessionID: s.Welcome.SessionID, Proof: proof}, MaxFrame: wire.MaxPayload,
-		Mux: p.Mux,
+		Mux: p.Mux, Caps: helloCaps(p),
 	}
 	w, r, err := ClientHandshake(ctx, c, h, p.HandshakeTimeout)
 	if err != nil {
@@ -765,6 +784,7 @@ func (s *Session) keepaliveLoop() {
 func (s *Session) receive(l *link, dev tundev.Device) {
 	defer close(l.done)
 	b := NewBatch(dev.BatchSize())
+	var sp Splitter // for super-packets the device cannot take whole
 	dead := 3 * s.keepalive
 	lastDeadline := time.Now()
 	l.c.SetReadDeadline(lastDeadline.Add(dead))
@@ -792,6 +812,17 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 				b.Add(f.Payload)
 				rxPackets++
 				rxBytes += uint64(len(f.Payload))
+			}
+		case wire.TypeGSO:
+			if o, p, ok := wire.ParseGSO(f.Payload); ok {
+				if _, _, ok := ippkt.Addrs(p); ok {
+					if err := WriteGSO(dev, b, &sp, f.Payload, o); err != nil {
+						s.stats.Drops.Add(1)
+						s.log.Debug("super-packet dropped", "err", err)
+					}
+					rxPackets++
+					rxBytes += uint64(len(p))
+				}
 			}
 		case wire.TypeSeqData:
 			if seq, p, ok := wire.ParseSeqData(f.Payload); ok {
@@ -877,7 +908,11 @@ func (s *Session) receive(l *link, dev tundev.Device) {
 // the Tunnel's reader goroutine calls it. A write that fails takes its
 // connection out of the session and goes again on another one (inner TCP
 // may see a duplicate, never a hole).
-func (s *Session) send(bufs [][]byte, sizes []int, n int) {
+//
+// opts, when not nil, are the offload headers of packets read whole from a
+// SuperDevice: a super-packet goes in one GSO frame when it can, else it is
+// split.
+func (s *Session) send(bufs [][]byte, sizes []int, opts []gso.Options, n int) {
 	select {
 	case <-s.done:
 		s.stats.Drops.Add(uint64(n))
@@ -894,19 +929,41 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 		s.sentSet = set
 	}
 	links := set.links
-	var txBytes uint64
+	var txBytes, txPackets uint64
 	for i := 0; i < n; i++ {
 		p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
-		l := set.pick(s.params.Mux, p, &s.rr)
-		if s.params.Mux == wire.MuxRoundRobin && len(p) <= wire.MaxPayload-wire.SeqLen {
-			l.out = wire.AppendSeqData(l.out, s.seq, p)
-			s.seq++
-		} else {
-			l.out = wire.AppendFrame(l.out, wire.TypeData, p)
+		if opts != nil && IsSuper(opts[i]) {
+			// round_robin numbers packets: super-packets go split.
+			if s.params.Mux != wire.MuxRoundRobin {
+				l := set.pick(s.params.Mux, p, &s.rr)
+				if CanSendWhole(s.peerGSO, l.proto, p) {
+					if hdrLen, err := gso.Check(p, opts[i]); err == nil {
+						l.out = wire.AppendGSO(l.out, opts[i], uint16(hdrLen), p)
+						txBytes += uint64(len(p))
+						txPackets++
+						continue
+					}
+				}
+			}
+			k, err := s.split.Split(p, opts[i])
+			if err != nil {
+				s.stats.Drops.Add(1)
+				s.log.Debug("super-packet from the TUN dropped", "err", err)
+				continue
+			}
+			for j := 0; j < k; j++ {
+				seg := s.split.Seg(j)
+				s.frame(set, seg)
+				txBytes += uint64(len(seg))
+			}
+			txPackets += uint64(k)
+			continue
 		}
+		s.frame(set, p)
 		txBytes += uint64(len(p))
+		txPackets++
 	}
-	s.stats.TxPackets.Add(uint64(n))
+	s.stats.TxPackets.Add(txPackets)
 	s.stats.TxBytes.Add(txBytes)
 	if s.shaper != nil {
 		total := 0
@@ -940,5 +997,17 @@ func (s *Session) send(bufs [][]byte, sizes []int, n int) {
 		} else {
 			l.out = l.out[:0]
 		}
+	}
+}
+
+// frame appends packet p to the output of the connection the scheduler
+// picks for it. The caller holds sendMu.
+func (s *Session) frame(set *linkSet, p []byte) {
+	l := set.pick(s.params.Mux, p, &s.rr)
+	if s.params.Mux == wire.MuxRoundRobin && len(p) <= wire.MaxPayload-wire.SeqLen {
+		l.out = wire.AppendSeqData(l.out, s.seq, p)
+		s.seq++
+	} else {
+		l.out = wire.AppendFrame(l.out, wire.TypeData, p)
 	}
 }

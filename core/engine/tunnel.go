@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mirage-vpn/mirage/core/gso"
 	"github.com/mirage-vpn/mirage/core/tundev"
 )
 
@@ -50,6 +51,9 @@ func (t *Tunnel) Run() error {
 // runQueue reads one queue until it is closed. Concurrent readers hand
 // their batches to Session.send, which takes them one at a time.
 func (t *Tunnel) runQueue(dev tundev.Device) error {
+	if sd := tundev.Super(dev); sd != nil {
+		return t.runSuper(sd)
+	}
 	bs := dev.BatchSize()
 	if bs < 1 {
 		bs = 1
@@ -64,7 +68,7 @@ func (t *Tunnel) runQueue(dev tundev.Device) error {
 		n, err := dev.Read(bufs, sizes, tundev.Offset)
 		if n > 0 {
 			if s := t.cur.Load(); s != nil {
-				s.send(bufs, sizes, n)
+				s.send(bufs, sizes, nil, n)
 			} else {
 				t.drops.Add(uint64(n))
 			}
@@ -84,5 +88,35 @@ func (t *Tunnel) runQueue(dev tundev.Device) error {
 			continue
 		}
 		errRun = 0
+	}
+}
+
+// runSuper reads one queue of a SuperDevice: packets come whole, super-packets
+// included, and Session.send frames each in one GSO frame or splits it.
+func (t *Tunnel) runSuper(dev tundev.SuperDevice) error {
+	bufs := [][]byte{make([]byte, tundev.Offset+tundev.MaxPacket)}
+	sizes := make([]int, 1)
+	opts := make([]gso.Options, 1)
+	errRun := 0
+	for {
+		n, o, err := dev.ReadSuper(bufs[0], tundev.Offset)
+		if err == nil {
+			errRun = 0
+			sizes[0], opts[0] = n, o
+			if s := t.cur.Load(); s != nil {
+				s.send(bufs, sizes, opts, 1)
+			} else {
+				t.drops.Add(1)
+			}
+			continue
+		}
+		if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
+			return nil
+		}
+		if errRun++; errRun > 1000 {
+			return err
+		}
+		t.log.Debug("tun read", "err", err)
+		time.Sleep(time.Millisecond)
 	}
 }

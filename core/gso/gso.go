@@ -68,51 +68,14 @@ func Split(pkt []byte, o Options, out [][]byte, sizes []int, offset int) (int, e
 		sizes[0] = len(seg)
 		return 1, nil
 	}
-	if len(pkt) < 1 {
-		return 0, errors.New("gso: empty packet")
+	hdrLen, err := Check(pkt, o)
+	if err != nil {
+		return 0, err
 	}
 	v4 := pkt[0]>>4 == 4
-	switch {
-	case pkt[0]>>4 != 4 && pkt[0]>>4 != 6:
-		return 0, fmt.Errorf("gso: IP version %d", pkt[0]>>4)
-	case o.Type == TypeTCPv4 && !v4, o.Type == TypeTCPv6 && v4:
-		return 0, fmt.Errorf("gso: type %d on an IPv%d packet", o.Type, pkt[0]>>4)
-	case o.Type != TypeTCPv4 && o.Type != TypeTCPv6 && o.Type != TypeUDP:
-		return 0, fmt.Errorf("gso: unknown type %d", o.Type)
-	case o.Size == 0:
-		return 0, errors.New("gso: segment size 0")
-	}
 	iphLen := int(o.CsumStart)
-	if v4 {
-		if len(pkt) < 20 || int(pkt[0]&0x0f)*4 != iphLen {
-			return 0, fmt.Errorf("gso: IPv4 header length %d, transport at %d", int(pkt[0]&0x0f)*4, iphLen)
-		}
-	} else if iphLen != 40 || len(pkt) < 40 {
-		// Extension headers are not segmented (the kernel does not hand
-		// them over with GSO either).
-		return 0, fmt.Errorf("gso: IPv6 transport at %d, want 40", iphLen)
-	}
 	tcp := o.Type != TypeUDP
-	var thLen, csumOff int
-	if tcp {
-		if len(pkt) < iphLen+20 {
-			return 0, errors.New("gso: TCP header truncated")
-		}
-		thLen = int(pkt[iphLen+12]>>4) * 4
-		if thLen < 20 || len(pkt) < iphLen+thLen {
-			return 0, fmt.Errorf("gso: TCP header length %d", thLen)
-		}
-		csumOff = 16
-	} else {
-		thLen, csumOff = 8, 6
-		if len(pkt) < iphLen+thLen {
-			return 0, errors.New("gso: UDP header truncated")
-		}
-	}
-	if int(o.CsumOffset) != csumOff {
-		return 0, fmt.Errorf("gso: checksum offset %d, want %d", o.CsumOffset, csumOff)
-	}
-	hdrLen := iphLen + thLen
+	csumOff := int(o.CsumOffset)
 	payload := pkt[hdrLen:]
 	n := (len(payload) + int(o.Size) - 1) / int(o.Size)
 	if n == 0 {
@@ -181,6 +144,79 @@ func Split(pkt []byte, o Options, out [][]byte, sizes []int, offset int) (int, e
 		sizes[i] = segLen
 	}
 	return n, nil
+}
+
+// Check validates a super-packet's header against the packet (what Split
+// does before cutting it) and returns the length of its IP plus transport
+// header. For TypeNone it checks only the checksum position (NeedsCsum)
+// and returns CsumStart+CsumOffset+2 (0 without NeedsCsum). A receiver
+// runs it before it hands a peer's super-packet to its kernel whole.
+func Check(pkt []byte, o Options) (int, error) {
+	if o.Type == TypeNone {
+		if !o.NeedsCsum {
+			return 0, nil
+		}
+		at := int(o.CsumStart) + int(o.CsumOffset)
+		if int(o.CsumStart) >= len(pkt) || at+2 > len(pkt) {
+			return 0, fmt.Errorf("gso: checksum at %d+%d outside a %d-byte packet", o.CsumStart, o.CsumOffset, len(pkt))
+		}
+		return at + 2, nil
+	}
+	if len(pkt) < 1 {
+		return 0, errors.New("gso: empty packet")
+	}
+	v4 := pkt[0]>>4 == 4
+	switch {
+	case pkt[0]>>4 != 4 && pkt[0]>>4 != 6:
+		return 0, fmt.Errorf("gso: IP version %d", pkt[0]>>4)
+	case o.Type == TypeTCPv4 && !v4, o.Type == TypeTCPv6 && v4:
+		return 0, fmt.Errorf("gso: type %d on an IPv%d packet", o.Type, pkt[0]>>4)
+	case o.Type != TypeTCPv4 && o.Type != TypeTCPv6 && o.Type != TypeUDP:
+		return 0, fmt.Errorf("gso: unknown type %d", o.Type)
+	case o.Size == 0:
+		return 0, errors.New("gso: segment size 0")
+	}
+	iphLen := int(o.CsumStart)
+	proto := byte(0)
+	if v4 {
+		if len(pkt) < 20 || int(pkt[0]&0x0f)*4 != iphLen {
+			return 0, fmt.Errorf("gso: IPv4 header length %d, transport at %d", int(pkt[0]&0x0f)*4, iphLen)
+		}
+		proto = pkt[9]
+	} else if iphLen != 40 || len(pkt) < 40 {
+		// Extension headers are not segmented (the kernel does not hand
+		// them over with GSO either).
+		return 0, fmt.Errorf("gso: IPv6 transport at %d, want 40", iphLen)
+	} else {
+		proto = pkt[6]
+	}
+	tcp := o.Type != TypeUDP
+	var thLen, csumOff int
+	if tcp {
+		if proto != 6 {
+			return 0, fmt.Errorf("gso: TCP segmentation of IP protocol %d", proto)
+		}
+		if len(pkt) < iphLen+20 {
+			return 0, errors.New("gso: TCP header truncated")
+		}
+		thLen = int(pkt[iphLen+12]>>4) * 4
+		if thLen < 20 || len(pkt) < iphLen+thLen {
+			return 0, fmt.Errorf("gso: TCP header length %d", thLen)
+		}
+		csumOff = 16
+	} else {
+		if proto != 17 {
+			return 0, fmt.Errorf("gso: UDP segmentation of IP protocol %d", proto)
+		}
+		thLen, csumOff = 8, 6
+		if len(pkt) < iphLen+thLen {
+			return 0, errors.New("gso: UDP header truncated")
+		}
+	}
+	if int(o.CsumOffset) != csumOff {
+		return 0, fmt.Errorf("gso: checksum offset %d, want %d", o.CsumOffset, csumOff)
+	}
+	return iphLen + thLen, nil
 }
 
 // sum adds b as big-endian 16-bit words to acc (one's complement, unfolded).

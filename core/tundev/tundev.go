@@ -3,6 +3,8 @@
 // platform's real devices satisfy it and tests can use channel fakes.
 package tundev
 
+import "github.com/mirage-vpn/mirage/core/gso"
+
 // Offset is the headroom every buffer handed to Read/Write must have in front
 // of the IP packet (virtio-net header on Linux, AF header on BSDs).
 const Offset = 16
@@ -41,4 +43,39 @@ func Queues(d Device) []Device {
 		}
 	}
 	return []Device{d}
+}
+
+// VnetHdrLen is the size of Linux's virtio_net_hdr, the offload header a
+// SuperDevice reads and writes in front of each packet (within Offset).
+const VnetHdrLen = 10
+
+// SuperDevice is a device that can hand over and take GSO super-packets
+// whole (a Linux TUN with IFF_VNET_HDR and offloads), so a stream transport
+// can carry them without splitting them into MTU-sized packets and
+// coalescing them again. The read and write sides are used by one goroutine
+// each per queue, like Read and Write.
+type SuperDevice interface {
+	Device
+	// CanSuper reports whether the device really has offloads (a TUN whose
+	// kernel refused them is a SuperDevice by type only).
+	CanSuper() bool
+	// ReadSuper reads one packet into buf[offset:] without splitting it
+	// and returns its length and offload header (Type gso.TypeNone and no
+	// NeedsCsum for a plain packet). buf[offset-VnetHdrLen:offset] is
+	// overwritten.
+	ReadSuper(buf []byte, offset int) (int, gso.Options, error)
+	// WriteSuper writes packet p = buf[offset:] with offload header o and
+	// header length hdrLen (from gso.Check), which it puts into
+	// buf[offset-VnetHdrLen:offset]. The kernel completes the checksum and
+	// segments as needed.
+	WriteSuper(buf []byte, offset int, o gso.Options, hdrLen int) error
+}
+
+// Super returns d as a SuperDevice when it can read and write super-packets,
+// else nil.
+func Super(d Device) SuperDevice {
+	if s, ok := d.(SuperDevice); ok && s.CanSuper() {
+		return s
+	}
+	return nil
 }

@@ -34,6 +34,7 @@ const (
 	TypePong    Type = 0x04
 	TypeClose   Type = 0x05 // reason code (1 byte) + optional UTF-8 text
 	TypeSeqData Type = 0x06 // sequence number (4, BE) + one IP packet (round_robin)
+	TypeGSO     Type = 0x07 // offload header (10) + one super-packet (CapGSO peers)
 	TypeHello   Type = 0x10 // client -> server, first frame of a connection
 	TypeWelcome Type = 0x11 // server -> client, answer to a good Hello
 )
@@ -52,6 +53,8 @@ func (t Type) String() string {
 		return "CLOSE"
 	case TypeSeqData:
 		return "SEQDATA"
+	case TypeGSO:
+		return "GSO"
 	case TypeHello:
 		return "HELLO"
 	case TypeWelcome:

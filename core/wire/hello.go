@@ -39,6 +39,7 @@ const (
 	welcomeMaxFrame   = 10
 	welcomeQUICPorts  = 11
 	welcomePublicAddr = 12
+	welcomeCaps       = 13
 )
 
 // Limits enforced by the decoders.
@@ -63,6 +64,9 @@ const (
 // Capability bits in Hello.
 const (
 	CapDatagrams uint32 = 1 << 0
+	// CapGSO (Hello and Welcome): this end accepts GSO frames, i.e. it can
+	// hand a super-packet to its TUN device whole (a Linux vnet_hdr device).
+	CapGSO uint32 = 1 << 1
 )
 
 // Hello is the client's first message on a connection.
@@ -106,6 +110,8 @@ type Welcome struct {
 	// PublicAddrs are the server's own addresses (at most one per family),
 	// for dual-stack clients that connected by address.
 	PublicAddrs []netip.Addr
+	// Caps are the server's capability bits (CapGSO).
+	Caps uint32
 }
 
 func appendTLV(b []byte, tag byte, v []byte) []byte {
@@ -361,6 +367,9 @@ func (w *Welcome) Marshal() ([]byte, error) {
 	for _, a := range w.PublicAddrs {
 		b = appendTLV(b, welcomePublicAddr, a.Unmap().AsSlice())
 	}
+	if w.Caps != 0 {
+		b = appendTLV(b, welcomeCaps, binary.BigEndian.AppendUint32(nil, w.Caps))
+	}
 	if len(b) > MaxHandshakePayload {
 		return nil, errors.New("wire: welcome too large")
 	}
@@ -459,6 +468,11 @@ func UnmarshalWelcome(p []byte) (*Welcome, error) {
 				return fmt.Errorf("public address: %w", err)
 			}
 			w.PublicAddrs = append(w.PublicAddrs, a)
+		case welcomeCaps:
+			if len(v) != 4 {
+				return errors.New("capabilities: want 4 bytes")
+			}
+			w.Caps = binary.BigEndian.Uint32(v)
 		}
 		return nil
 	})

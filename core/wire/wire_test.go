@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"github.com/mirage-vpn/mirage/core/gso"
 	"io"
 	"net/netip"
 	"reflect"
@@ -30,6 +31,7 @@ func sampleWelcome() *Welcome {
 		Keepalive:   25, Ticket: []byte("ticket"), MaxFrame: 65535,
 		QUICPorts:   [2]uint16{443, 20100},
 		PublicAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fd00::1")},
+		Caps:        CapGSO,
 	}
 }
 
@@ -105,6 +107,9 @@ func TestWelcomeErrors(t *testing.T) {
 		if _, err := UnmarshalWelcome(append(bad, ports...)); err == nil {
 			t.Errorf("quic ports %v accepted", ports)
 		}
+	}
+	if _, err := UnmarshalWelcome(append(append([]byte{}, good...), welcomeCaps, 0, 2, 0, 2)); err == nil {
+		t.Error("2-byte capabilities accepted")
 	}
 	w := sampleWelcome()
 	w.QUICPorts = [2]uint16{9, 5}
@@ -312,6 +317,55 @@ func FuzzSeqData(f *testing.F) {
 		s2, p2, ok := ParseSeqData(f.Payload)
 		if ok != (len(p) > 0) || (ok && (s2 != seq || !bytes.Equal(p2, p))) {
 			t.Fatalf("round trip: %x %x %v", s2, p2, ok)
+		}
+	})
+}
+
+func TestGSOFrame(t *testing.T) {
+	o := gso.Options{Type: gso.TypeTCPv6, Size: 1380, CsumStart: 40, CsumOffset: 16, NeedsCsum: true}
+	p := bytes.Repeat([]byte{0x60}, 3000)
+	b := AppendGSO(nil, o, 60, p)
+	if len(b) != HeaderLen+GSOHeaderLen+len(p) {
+		t.Fatalf("frame of %d bytes", len(b))
+	}
+	// The header is big endian on the wire, whatever the host.
+	if want := []byte{byte(TypeGSO), 0x0b, 0xc2, 1, 4, 0, 60, 0x05, 0x64, 0, 40, 0, 16}; !bytes.Equal(b[:13], want) {
+		t.Fatalf("header % x, want % x", b[:13], want)
+	}
+	f, err := NewReader(bytes.NewReader(b), 0).Next()
+	if err != nil || f.Type != TypeGSO {
+		t.Fatalf("frame %v, %v", f.Type, err)
+	}
+	o2, p2, ok := ParseGSO(f.Payload)
+	if !ok || o2 != o || !bytes.Equal(p2, p) {
+		t.Fatalf("round trip: %+v %d bytes %v", o2, len(p2), ok)
+	}
+	for _, bad := range [][]byte{nil, make([]byte, GSOHeaderLen)} {
+		if _, _, ok := ParseGSO(bad); ok {
+			t.Errorf("ParseGSO(%x) accepted a payload without a packet", bad)
+		}
+	}
+	if TypeGSO.String() != "GSO" {
+		t.Error(TypeGSO.String())
+	}
+}
+
+func FuzzGSO(f *testing.F) {
+	f.Add(byte(1), byte(1), uint16(1400), uint16(20), uint16(16), []byte{0x45})
+	f.Add(byte(0), byte(5), uint16(0), uint16(40), uint16(6), bytes.Repeat([]byte{0x60}, 1500))
+	f.Fuzz(func(t *testing.T, flags, typ byte, size, start, off uint16, p []byte) {
+		if len(p) > MaxGSOPacket {
+			p = p[:MaxGSOPacket]
+		}
+		o := gso.Options{Type: typ, Size: size, CsumStart: start, CsumOffset: off, NeedsCsum: flags&1 != 0}
+		b := AppendGSO(nil, o, 0, p)
+		f, err := NewReader(bytes.NewReader(b), 0).Next()
+		if err != nil || f.Type != TypeGSO {
+			t.Fatalf("frame %v, %v", f.Type, err)
+		}
+		o2, p2, ok := ParseGSO(f.Payload)
+		if ok != (len(p) > 0) || (ok && (o2 != o || !bytes.Equal(p2, p))) {
+			t.Fatalf("round trip: %+v %x %v", o2, p2, ok)
 		}
 	})
 }

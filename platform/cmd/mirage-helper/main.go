@@ -142,7 +142,7 @@ func cmdConnect(args []string, stdout, stderr io.Writer) int {
 	mon := netmon.New(log)
 	defer mon.Close()
 	err = client.Run(ctx, client.Options{
-		Config: cfg, CreateTUN: tun.CreatePerCoreTUN, Net: netc, Logger: log, Version: version,
+		Config: cfg, CreateTUN: tun.CreatePerCoreTUN, SuperTUN: tun.SuperPackets, Net: netc, Logger: log, Version: version,
 		Firewall:    killswitch.Firewall{Log: log},
 		DialControl: bind.Control(cfg.Network.InterfaceName, log.Debug),
 		NetChanges:  mon.Changes(),

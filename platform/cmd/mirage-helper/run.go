@@ -90,6 +90,7 @@ func serve(ctx context.Context, f runFlags, log *slog.Logger) error {
 	d, err := daemon.New(daemon.Options{
 		ProfilesDir: f.profilesDir,
 		CreateTUN:   tun.CreatePerCoreTUN,
+		SuperTUN:    tun.SuperPackets,
 		NewNet:      func() (netcfg.Configurator, error) { return osnet.New(log, f.stateDir) },
 		Cleanup:     func() error { return osnet.Cleanup(log, f.stateDir) },
 		ResumeFile:  resume,
