@@ -219,18 +219,33 @@ func Check(pkt []byte, o Options) (int, error) {
 	return iphLen + thLen, nil
 }
 
-// sum adds b as big-endian 16-bit words to acc (one's complement, unfolded).
+// sum adds b as big-endian 16-bit words to acc (one's complement). It
+// adds 32-bit words, 8 at a time, into 64 bits (2^16 = 1 in one's
+// complement arithmetic, so a 32-bit word counts as its two halves), and
+// returns the sum folded to at most 16 bits, zero only for all-zero input
+// and acc, so callers can add small values to it.
 func sum(b []byte, acc uint32) uint32 {
 	s := uint64(acc)
-	for len(b) >= 2 {
+	for len(b) >= 32 {
+		s += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:])) +
+			uint64(binary.BigEndian.Uint32(b[8:])) + uint64(binary.BigEndian.Uint32(b[12:])) +
+			uint64(binary.BigEndian.Uint32(b[16:])) + uint64(binary.BigEndian.Uint32(b[20:])) +
+			uint64(binary.BigEndian.Uint32(b[24:])) + uint64(binary.BigEndian.Uint32(b[28:]))
+		b = b[32:]
+	}
+	for len(b) >= 4 {
+		s += uint64(binary.BigEndian.Uint32(b))
+		b = b[4:]
+	}
+	if len(b) >= 2 {
 		s += uint64(binary.BigEndian.Uint16(b))
 		b = b[2:]
 	}
 	if len(b) == 1 {
 		s += uint64(b[0]) << 8
 	}
-	for s>>32 != 0 {
-		s = s&0xffffffff + s>>32
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
 	}
 	return uint32(s)
 }
