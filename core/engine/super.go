@@ -3,6 +3,8 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"net"
+	"os"
 
 	"github.com/mirage-vpn/mirage/core/gso"
 	"github.com/mirage-vpn/mirage/core/tundev"
@@ -83,8 +85,8 @@ func CanSendWhole(peerGSO bool, transport string, p []byte) bool {
 // WriteGSO delivers the packet of a GSO frame to dev: whole through a
 // SuperDevice (the frame's own header bytes become the virtio_net_hdr, no
 // copy), else cut into b by sp. Packets already in b are written first, so
-// order is kept. A header that does not match the packet is an error and
-// the packet is dropped.
+// order is kept; a super-packet the device refuses is cut too. A header
+// that does not match the packet is an error and the packet is dropped.
 func WriteGSO(dev tundev.Device, b *Batch, sp *Splitter, payload []byte, o gso.Options) error {
 	p := payload[wire.GSOHeaderLen:]
 	if sd := tundev.Super(dev); sd != nil {
@@ -97,7 +99,12 @@ func WriteGSO(dev tundev.Device, b *Batch, sp *Splitter, payload []byte, o gso.O
 				return err
 			}
 		}
-		return sd.WriteSuper(payload, wire.GSOHeaderLen, o, hdrLen)
+		err = sd.WriteSuper(payload, wire.GSOHeaderLen, o, hdrLen)
+		if err == nil || errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		// The kernel refused it (an older kernel without UDP segmentation
+		// on TUN writes, say): cut it here instead.
 	}
 	n, err := sp.Split(p, o)
 	if err != nil {

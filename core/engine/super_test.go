@@ -166,6 +166,20 @@ func TestWriteGSO(t *testing.T) {
 		}
 	}
 
+	// A device that refuses the super-packet gets its segments.
+	sd.Refuse = true
+	if err := WriteGSO(sd, b, &sp, bytes.Clone(frame[wire.HeaderLen:]), fo); err != nil {
+		t.Fatal(err)
+	}
+	b.Flush(sd)
+	if len(sd.Outbound) != 3 || len(sd.SuperOut) != 0 {
+		t.Fatalf("refused super-packet: %d segments written, %d whole; want 3, 0", len(sd.Outbound), len(sd.SuperOut))
+	}
+	for len(sd.Outbound) > 0 {
+		<-sd.Outbound
+	}
+	sd.Refuse = false
+
 	bad := bytes.Clone(frame[wire.HeaderLen:])
 	bad[1] = 4 // TCPv6 on an IPv4 packet
 	bo, _, _ := wire.ParseGSO(bad)

@@ -25,6 +25,9 @@ type SuperTUN struct {
 	*ChannelTUN
 	SuperIn  chan Super
 	SuperOut chan Super
+	// Refuse, when set, makes WriteSuper fail like a kernel that rejects
+	// the header (EINVAL).
+	Refuse bool
 }
 
 var _ tundev.SuperDevice = (*SuperTUN)(nil)
@@ -53,6 +56,9 @@ func (c *SuperTUN) ReadSuper(buf []byte, offset int) (int, gso.Options, error) {
 func (c *SuperTUN) WriteSuper(buf []byte, offset int, o gso.Options, hdrLen int) error {
 	if offset < tundev.VnetHdrLen {
 		return errors.New("no room for the offload header")
+	}
+	if c.Refuse {
+		return errors.New("invalid argument")
 	}
 	clear(buf[offset-tundev.VnetHdrLen : offset]) // the header goes here
 	s := Super{P: append([]byte(nil), buf[offset:]...), O: o, HdrLen: hdrLen}
