@@ -167,6 +167,7 @@ func TestWriteGSO(t *testing.T) {
 	}
 
 	// A device that refuses the super-packet gets its segments.
+	<-sd.Outbound // the plain packet from above
 	sd.Refuse = true
 	if err := WriteGSO(sd, b, &sp, bytes.Clone(frame[wire.HeaderLen:]), fo); err != nil {
 		t.Fatal(err)
