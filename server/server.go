@@ -94,15 +94,19 @@ type Server struct {
 	dev tundev.Device
 	// queues are dev's queues (tundev.Queues): RunTUN reads each from a
 	// goroutine of its own; connections write by flow (engine.NewFlowWriter).
-	queues   []tundev.Device
-	users    *auth.Users
-	tlsConf  *tls.Config
-	fallback Fallback
-	reality  *reality.Server
-	tlsNames map[string]bool
-	tickets  *auth.TicketKey
-	limiter  *auth.Limiter
-	pending  chan struct{}
+	queues []tundev.Device
+	// superSessions counts the sessions that take super-packets whole
+	// (session.wantsSuper): while there are none, the TUN is read in
+	// batches wireguard/tun has already cut.
+	superSessions atomic.Int64
+	users         *auth.Users
+	tlsConf       *tls.Config
+	fallback      Fallback
+	reality       *reality.Server
+	tlsNames      map[string]bool
+	tickets       *auth.TicketKey
+	limiter       *auth.Limiter
+	pending       chan struct{}
 
 	pool4, pool6 *Pool
 	serverAddrs  []netip.Addr
@@ -611,6 +615,9 @@ func (s *Server) newSession(h *wire.Hello) (*session, error) {
 	s.sessions[ss.id] = ss
 	s.publishLocked()
 	s.Stats.Sessions.Add(1)
+	if ss.wantsSuper() {
+		s.superSessions.Add(1)
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -647,6 +654,9 @@ func (s *Server) removeLocked(ss *session) {
 	}
 	s.publishLocked()
 	s.Stats.Sessions.Add(-1)
+	if ss.wantsSuper() {
+		s.superSessions.Add(-1)
+	}
 }
 
 func (s *Server) publishLocked() {
@@ -681,11 +691,12 @@ func (s *Server) RunTUN() error {
 	return <-errc
 }
 
-// readQueue pumps one TUN queue into the sessions' staged batches.
+// readQueue pumps one TUN queue into the sessions' staged batches. While
+// some session takes super-packets whole (superSessions), a SuperDevice is
+// read one whole packet at a time (readSuper); otherwise, and on other
+// devices, in batches that wireguard/tun has already cut (readBatch).
 func (s *Server) readQueue(dev tundev.Device) error {
-	if sd := tundev.Super(dev); sd != nil {
-		return s.readSuper(sd)
-	}
+	sd := tundev.Super(dev)
 	bs := max(dev.BatchSize(), 1)
 	bufs := make([][]byte, bs)
 	for i := range bufs {
@@ -694,44 +705,14 @@ func (s *Server) readQueue(dev tundev.Device) error {
 	sizes := make([]int, bs)
 	var touched []*session
 	var rc routeCache
+	var sp engine.Splitter
 	errRun := 0
 	for {
-		n, err := dev.Read(bufs, sizes, tundev.Offset)
-		if n > 0 {
-			// locked is the session whose stageMu is held: once per run
-			// of packets for one session, never two at a time.
-			var locked *session
-			for i := 0; i < n; i++ {
-				p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
-				dst, ok := ippkt.Dst(p)
-				if !ok {
-					s.Stats.NoRouteDrops.Add(1)
-					continue
-				}
-				ss := rc.lookup(s, dst)
-				if ss == nil {
-					s.Stats.NoRouteDrops.Add(1)
-					continue
-				}
-				if ss != locked {
-					if locked != nil {
-						locked.stageMu.Unlock()
-					}
-					ss.stageMu.Lock()
-					locked = ss
-				}
-				if ss.stage(p) {
-					touched = append(touched, ss)
-				}
-			}
-			if locked != nil {
-				locked.stageMu.Unlock()
-			}
-			for i, ss := range touched {
-				ss.flushStaged()
-				touched[i] = nil
-			}
-			touched = touched[:0]
+		var err error
+		if sd != nil && s.superSessions.Load() > 0 {
+			err = s.readSuper(sd, bufs[0], &sp, &rc)
+		} else {
+			touched, err = s.readBatch(dev, bufs, sizes, touched, &rc)
 		}
 		if err != nil {
 			if s.ctx.Err() != nil || isClosed(err) {
@@ -748,45 +729,74 @@ func (s *Server) readQueue(dev tundev.Device) error {
 	}
 }
 
-// readSuper pumps one queue of a SuperDevice: packets come whole, one per
-// read, and a super-packet goes to its client in one GSO frame when it can
-// (see session.stageSuper).
-func (s *Server) readSuper(dev tundev.SuperDevice) error {
-	buf := make([]byte, tundev.Offset+tundev.MaxPacket)
-	var sp engine.Splitter
-	var rc routeCache
-	errRun := 0
-	for {
-		n, o, err := dev.ReadSuper(buf, tundev.Offset)
-		if err != nil {
-			if s.ctx.Err() != nil || isClosed(err) {
-				return nil
+// readBatch reads one batch of packets and stages each for its session.
+func (s *Server) readBatch(dev tundev.Device, bufs [][]byte, sizes []int, touched []*session, rc *routeCache) ([]*session, error) {
+	n, err := dev.Read(bufs, sizes, tundev.Offset)
+	if n > 0 {
+		// locked is the session whose stageMu is held: once per run
+		// of packets for one session, never two at a time.
+		var locked *session
+		for i := 0; i < n; i++ {
+			p := bufs[i][tundev.Offset : tundev.Offset+sizes[i]]
+			dst, ok := ippkt.Dst(p)
+			if !ok {
+				s.Stats.NoRouteDrops.Add(1)
+				continue
 			}
-			if errRun++; errRun > 1000 {
-				return fmt.Errorf("tun read: %w", err)
+			ss := rc.lookup(s, dst)
+			if ss == nil {
+				s.Stats.NoRouteDrops.Add(1)
+				continue
 			}
-			time.Sleep(time.Millisecond)
-			continue
+			if ss != locked {
+				if locked != nil {
+					locked.stageMu.Unlock()
+				}
+				ss.stageMu.Lock()
+				locked = ss
+			}
+			if ss.stage(p) {
+				touched = append(touched, ss)
+			}
 		}
-		errRun = 0
-		p := buf[tundev.Offset : tundev.Offset+n]
-		dst, ok := ippkt.Dst(p)
-		if !ok {
-			s.Stats.NoRouteDrops.Add(1)
-			continue
+		if locked != nil {
+			locked.stageMu.Unlock()
 		}
-		ss := rc.lookup(s, dst)
-		if ss == nil {
-			s.Stats.NoRouteDrops.Add(1)
-			continue
+		for i, ss := range touched {
+			ss.flushStaged()
+			touched[i] = nil
 		}
-		ss.stageMu.Lock()
-		if engine.IsSuper(o) {
-			ss.stageSuper(p, o, &sp)
-		} else {
-			ss.stage(p)
-		}
-		ss.stageMu.Unlock()
-		ss.flushStaged()
+		touched = touched[:0]
 	}
+	return touched, err
+}
+
+// readSuper reads one packet whole and stages it for its session: a
+// super-packet goes in one GSO frame when the session can take it (see
+// session.stageSuper).
+func (s *Server) readSuper(dev tundev.SuperDevice, buf []byte, sp *engine.Splitter, rc *routeCache) error {
+	n, o, err := dev.ReadSuper(buf, tundev.Offset)
+	if err != nil {
+		return err
+	}
+	p := buf[tundev.Offset : tundev.Offset+n]
+	dst, ok := ippkt.Dst(p)
+	if !ok {
+		s.Stats.NoRouteDrops.Add(1)
+		return nil
+	}
+	ss := rc.lookup(s, dst)
+	if ss == nil {
+		s.Stats.NoRouteDrops.Add(1)
+		return nil
+	}
+	ss.stageMu.Lock()
+	if engine.IsSuper(o) {
+		ss.stageSuper(p, o, sp)
+	} else {
+		ss.stage(p)
+	}
+	ss.stageMu.Unlock()
+	ss.flushStaged()
+	return nil
 }

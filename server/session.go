@@ -146,6 +146,12 @@ func (ss *session) welcome(s *Server) *wire.Welcome {
 	return w
 }
 
+// wantsSuper reports whether the client takes super-packets whole: it said
+// so, and its scheduling does not number packets.
+func (ss *session) wantsSuper() bool {
+	return ss.peerGSO && ss.mux != wire.MuxRoundRobin
+}
+
 func (ss *session) ownsSource(a netip.Addr) bool {
 	for _, x := range ss.addrs {
 		if x == a {

@@ -68,6 +68,9 @@ func TestSuperPackets(t *testing.T) {
 		if sess.Welcome.Caps&wire.CapGSO == 0 {
 			t.Fatal("the server with a SuperDevice did not announce CapGSO")
 		}
+		if got := r.srv.superSessions.Load(); (got > 0) != accept {
+			t.Fatalf("superSessions = %d with a client that accepts super-packets: %v", got, accept)
+		}
 		return sess
 	}
 	addrs := func(s *engine.Session) (v4, v6 netip.Addr) {
@@ -90,6 +93,12 @@ func TestSuperPackets(t *testing.T) {
 		go tn.Run()
 		t.Cleanup(func() { sess.Close(); ctun.Close() })
 		v4, v6 := addrs(sess)
+		// The server's reader was blocked in a batch read (no session took
+		// super-packets yet); one plain packet lets it switch to reading
+		// whole packets, as the first packet after a client arrives does.
+		warm := tundevtest.UDP(internet4, v4, []byte("warm"))
+		stun.Inbound <- warm
+		expect(t, ctun.Outbound, warm)
 		for _, c := range []struct {
 			name        string
 			client, net netip.Addr
@@ -120,6 +129,13 @@ func TestSuperPackets(t *testing.T) {
 	})
 
 	t.Run("split for a client without the capability", func(t *testing.T) {
+		// The first client is gone: no session takes super-packets.
+		for i := 0; r.srv.superSessions.Load() != 0; i++ {
+			if i > 200 {
+				t.Fatalf("superSessions = %d after the capable client left, want 0", r.srv.superSessions.Load())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		sess := dial(false)
 		ctun := tundevtest.New(1420)
 		sess.Start(ctun)

@@ -194,10 +194,11 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 	hello := &wire.Hello{
 		Username: p.Username, Password: p.Password, Ticket: p.Ticket,
 		Request: p.Request, MaxFrame: wire.MaxPayload, ClientVersion: p.ClientVersion,
-		Mux: p.Mux, Caps: helloCaps(p),
+		Mux: p.Mux,
 	}
 	var errs []error
 	for _, d := range p.Dialers {
+		hello.Caps = helloCaps(p, d.Protocol())
 		c, err := d.Dial(ctx)
 		if err != nil {
 			log.Warn("dial failed", "transport", d.Protocol(), "err", err)
@@ -265,12 +266,23 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 	return nil, errors.Join(errs...)
 }
 
-// helloCaps are the capability bits a client announces.
-func helloCaps(p SessionParams) uint32 {
-	if p.AcceptGSO {
+// helloCaps are the capability bits a client announces on a connection of
+// protocol proto. CapGSO only where the server could use it: not over QUIC
+// (datagrams) and not in round_robin (numbered packets). Without it the
+// server reads its TUN in batches wireguard/tun has cut, as before.
+func helloCaps(p SessionParams, proto string) uint32 {
+	if p.AcceptGSO && proto != "quic" && p.Mux != wire.MuxRoundRobin {
 		return wire.CapGSO
 	}
 	return 0
+}
+
+// wantsSuper reports whether super-packets read from the TUN can go to the
+// server whole: it accepts them, the session is on a byte stream and does
+// not number packets. Otherwise the Tunnel reads batches wireguard/tun has
+// already cut.
+func (s *Session) wantsSuper() bool {
+	return s.peerGSO && s.params.Mux != wire.MuxRoundRobin && s.Protocol != "quic"
 }
 
 // join opens one more connection and proves it belongs to this session.
@@ -292,7 +304,7 @@ func (s *Session) join(ctx context.Context, path int) (*link, error) {
 	h := &wire.Hello{
 		Username: p.Username, Password: p.Password, Ticket: s.Welcome.Ticket,
 		Join: &wire.Join{SessionID: s.Welcome.SessionID, Proof: proof}, MaxFrame: wire.MaxPayload,
-		Mux: p.Mux, Caps: helloCaps(p),
+		Mux: p.Mux, Caps: helloCaps(p, d.Protocol()),
 	}
 	w, r, err := ClientHandshake(ctx, c, h, p.HandshakeTimeout)
 	if err != nil {

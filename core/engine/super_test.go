@@ -243,3 +243,23 @@ func BenchmarkSessionSend(b *testing.B) {
 		})
 	}
 }
+
+// CapGSO is announced only where the server can use it.
+func TestHelloCaps(t *testing.T) {
+	for _, c := range []struct {
+		accept bool
+		proto  string
+		mux    uint8
+		want   uint32
+	}{
+		{true, "tcp-tls", wire.MuxFlow, wire.CapGSO},
+		{true, "reality", wire.MuxActiveStandby, wire.CapGSO},
+		{true, "quic", wire.MuxFlow, 0},
+		{true, "tcp-tls", wire.MuxRoundRobin, 0},
+		{false, "tcp-tls", wire.MuxFlow, 0},
+	} {
+		if got := helloCaps(SessionParams{AcceptGSO: c.accept, Mux: c.mux}, c.proto); got != c.want {
+			t.Errorf("helloCaps(accept %v, %s, mux %d) = %#x, want %#x", c.accept, c.proto, c.mux, got, c.want)
+		}
+	}
+}

@@ -49,11 +49,12 @@ func (t *Tunnel) Run() error {
 }
 
 // runQueue reads one queue until it is closed. Concurrent readers hand
-// their batches to Session.send, which takes them one at a time.
+// their batches to Session.send, which takes them one at a time. While the
+// attached session takes super-packets whole (Session.wantsSuper), a
+// SuperDevice is read one whole packet at a time; otherwise in batches
+// wireguard/tun has already cut.
 func (t *Tunnel) runQueue(dev tundev.Device) error {
-	if sd := tundev.Super(dev); sd != nil {
-		return t.runSuper(sd)
-	}
+	sd := tundev.Super(dev)
 	bs := dev.BatchSize()
 	if bs < 1 {
 		bs = 1
@@ -63,14 +64,31 @@ func (t *Tunnel) runQueue(dev tundev.Device) error {
 		bufs[i] = make([]byte, tundev.Offset+tundev.MaxPacket)
 	}
 	sizes := make([]int, bs)
+	opts := make([]gso.Options, 1)
 	errRun := 0
 	for {
-		n, err := dev.Read(bufs, sizes, tundev.Offset)
-		if n > 0 {
-			if s := t.cur.Load(); s != nil {
-				s.send(bufs, sizes, nil, n)
-			} else {
-				t.drops.Add(uint64(n))
+		s := t.cur.Load()
+		var n int
+		var err error
+		if sd != nil && s != nil && s.wantsSuper() {
+			sizes[0], opts[0], err = sd.ReadSuper(bufs[0], tundev.Offset)
+			if err == nil {
+				n = 1
+				// The session may have changed during the read.
+				if s = t.cur.Load(); s != nil {
+					s.send(bufs, sizes, opts, 1)
+				} else {
+					t.drops.Add(1)
+				}
+			}
+		} else {
+			n, err = dev.Read(bufs, sizes, tundev.Offset)
+			if n > 0 {
+				if s := t.cur.Load(); s != nil {
+					s.send(bufs, sizes, nil, n)
+				} else {
+					t.drops.Add(uint64(n))
+				}
 			}
 		}
 		if err != nil {
@@ -88,35 +106,5 @@ func (t *Tunnel) runQueue(dev tundev.Device) error {
 			continue
 		}
 		errRun = 0
-	}
-}
-
-// runSuper reads one queue of a SuperDevice: packets come whole, super-packets
-// included, and Session.send frames each in one GSO frame or splits it.
-func (t *Tunnel) runSuper(dev tundev.SuperDevice) error {
-	bufs := [][]byte{make([]byte, tundev.Offset+tundev.MaxPacket)}
-	sizes := make([]int, 1)
-	opts := make([]gso.Options, 1)
-	errRun := 0
-	for {
-		n, o, err := dev.ReadSuper(bufs[0], tundev.Offset)
-		if err == nil {
-			errRun = 0
-			sizes[0], opts[0] = n, o
-			if s := t.cur.Load(); s != nil {
-				s.send(bufs, sizes, opts, 1)
-			} else {
-				t.drops.Add(1)
-			}
-			continue
-		}
-		if errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) {
-			return nil
-		}
-		if errRun++; errRun > 1000 {
-			return err
-		}
-		t.log.Debug("tun read", "err", err)
-		time.Sleep(time.Millisecond)
 	}
 }

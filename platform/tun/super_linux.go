@@ -22,8 +22,16 @@ var _ tundev.SuperDevice = (*Device)(nil)
 
 const vnetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
 
+// superOff is set by MIRAGE_TUN_SUPER=0: no device is a SuperDevice, so
+// both ends go back to wireguard/tun's split and coalescing (for
+// comparisons, like MIRAGE_TUN_QUEUES).
+var superOff = os.Getenv("MIRAGE_TUN_SUPER") == "0"
+
 // native returns the wrapped wireguard device when it has offloads on.
 func (d *Device) native() *wgtun.NativeTun {
+	if superOff {
+		return nil
+	}
 	nt, ok := d.Device.(*wgtun.NativeTun)
 	if !ok || nt.BatchSize() < 2 { // BatchSize 1: the kernel refused offloads
 		return nil

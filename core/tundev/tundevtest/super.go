@@ -39,6 +39,20 @@ func NewSuper(mtu int) *SuperTUN {
 
 func (c *SuperTUN) CanSuper() bool { return true }
 
+// Read returns plain packets from Inbound and the segments of a
+// super-packet from SuperIn, cut as wireguard/tun's Read cuts them.
+func (c *SuperTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case <-c.closed:
+		return 0, os.ErrClosed
+	case s := <-c.SuperIn:
+		return gso.Split(s.P, s.O, bufs, sizes, offset)
+	case p := <-c.Inbound:
+		sizes[0] = copy(bufs[0][offset:], p)
+		return 1, nil
+	}
+}
+
 func (c *SuperTUN) ReadSuper(buf []byte, offset int) (int, gso.Options, error) {
 	if offset < tundev.VnetHdrLen {
 		return 0, gso.Options{}, errors.New("no room for the offload header")
