@@ -552,11 +552,7 @@ func TestMultipathDarkPathFoundByKeepalive(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctun := tundevtest.New(1420)
-	sess.Start(ctun)
-	tn := engine.NewTunnel(ctun, nil)
-	tn.Attach(sess)
-	go tn.Run()
-	t.Cleanup(func() { sess.Close(); ctun.Close() })
+	runTunnel(t, sess, ctun)
 	// Runs first (cleanups are LIFO): closing the connections releases
 	// writes stuck on the dark one, so sess.Close cannot hang.
 	t.Cleanup(func() {

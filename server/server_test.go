@@ -20,6 +20,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/auth"
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/tundev"
 	"github.com/mirage-vpn/mirage/core/tundev/tundevtest"
 	"github.com/mirage-vpn/mirage/core/wire"
 	"github.com/mirage-vpn/mirage/server/fallback"
@@ -143,12 +144,17 @@ func startSession(t *testing.T, p engine.SessionParams, mtu int) (*engine.Sessio
 		t.Fatalf("session of %s over %s: %v", p.Username, p.Dialers[0].Protocol(), err)
 	}
 	tun := tundevtest.New(mtu)
-	sess.Start(tun)
-	tn := engine.NewTunnel(tun, nil)
+	runTunnel(t, sess, tun)
+	return sess, tun
+}
+
+// runTunnel starts sess on dev and pumps dev into it until the test ends.
+func runTunnel(t *testing.T, sess *engine.Session, dev tundev.Device) {
+	sess.Start(dev)
+	tn := engine.NewTunnel(dev, nil)
 	tn.Attach(sess)
 	go tn.Run()
-	t.Cleanup(func() { sess.Close(); tun.Close() })
-	return sess, tun
+	t.Cleanup(func() { sess.Close(); dev.Close() })
 }
 
 func (r *rig) connect(t *testing.T, user, pw string, parallel int) *testClient {

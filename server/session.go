@@ -726,20 +726,33 @@ func (rc *routeCache) lookup(s *Server, dst netip.Addr) *session {
 	return rc.ss
 }
 
-// route delivers one packet from the client: to another client when the
-// destination is one (unless isolated), else to the server's TUN.
-func (ss *session) route(p []byte, b *engine.Batch, rc *routeCache) {
+// destination checks a packet from the client (its source must be one of
+// the session's addresses) and returns the client it goes to, nil for the
+// server's TUN; ok is false when it is dropped (spoofed, or client to
+// client under isolation), counted.
+func (ss *session) destination(p []byte, rc *routeCache) (peer *session, ok bool) {
 	s := ss.srv
 	src, dst, ok := ippkt.Addrs(p)
 	if !ok || !ss.ownsSource(src) {
 		s.Stats.SpoofDrops.Add(1)
+		return nil, false
+	}
+	peer = rc.lookup(s, dst)
+	if peer != nil && (peer == ss || s.cfg.IsolateClients) {
+		s.Stats.IsolationDrops.Add(1)
+		return nil, false
+	}
+	return peer, true
+}
+
+// route delivers one packet from the client: to another client when the
+// destination is one (unless isolated), else to the server's TUN.
+func (ss *session) route(p []byte, b *engine.Batch, rc *routeCache) {
+	peer, ok := ss.destination(p, rc)
+	if !ok {
 		return
 	}
-	if peer := rc.lookup(s, dst); peer != nil {
-		if peer == ss || s.cfg.IsolateClients {
-			s.Stats.IsolationDrops.Add(1)
-			return
-		}
+	if peer != nil {
 		ob := getOut()
 		ob.link = engine.FlowHash(p)
 		ob.b = wire.AppendFrame(ob.b, wire.TypeData, p)
@@ -759,16 +772,11 @@ func (ss *session) routeGSO(payload []byte, b *engine.Batch, sp *engine.Splitter
 	if !ok {
 		return
 	}
-	src, dst, ok := ippkt.Addrs(p)
-	if !ok || !ss.ownsSource(src) {
-		s.Stats.SpoofDrops.Add(1)
+	peer, ok := ss.destination(p, rc)
+	if !ok {
 		return
 	}
-	if peer := rc.lookup(s, dst); peer != nil {
-		if peer == ss || s.cfg.IsolateClients {
-			s.Stats.IsolationDrops.Add(1)
-			return
-		}
+	if peer != nil {
 		n, err := sp.Split(p, o)
 		if err != nil {
 			s.Stats.BadPacketDrops.Add(1)

@@ -87,11 +87,7 @@ func TestSuperPackets(t *testing.T) {
 	t.Run("whole", func(t *testing.T) {
 		sess := dial(true)
 		ctun := tundevtest.NewSuper(1420)
-		sess.Start(ctun)
-		tn := engine.NewTunnel(ctun, nil)
-		tn.Attach(sess)
-		go tn.Run()
-		t.Cleanup(func() { sess.Close(); ctun.Close() })
+		runTunnel(t, sess, ctun)
 		v4, v6 := addrs(sess)
 		// The server's reader was blocked in a batch read (no session took
 		// super-packets yet); one plain packet lets it switch to reading
@@ -138,11 +134,7 @@ func TestSuperPackets(t *testing.T) {
 		}
 		sess := dial(false)
 		ctun := tundevtest.New(1420)
-		sess.Start(ctun)
-		tn := engine.NewTunnel(ctun, nil)
-		tn.Attach(sess)
-		go tn.Run()
-		t.Cleanup(func() { sess.Close(); ctun.Close() })
+		runTunnel(t, sess, ctun)
 		v4, _ := addrs(sess)
 		payload := patternPayload(20000)
 		down, o := tundevtest.TCPSuper(internet4, v4, 1, payload, 1380)

@@ -67,13 +67,10 @@ func (t *Tunnel) runQueue(dev tundev.Device) error {
 	opts := make([]gso.Options, 1)
 	errRun := 0
 	for {
-		s := t.cur.Load()
-		var n int
 		var err error
-		if sd != nil && s != nil && s.wantsSuper() {
+		if s := t.cur.Load(); sd != nil && s != nil && s.wantsSuper() {
 			sizes[0], opts[0], err = sd.ReadSuper(bufs[0], tundev.Offset)
 			if err == nil {
-				n = 1
 				// The session may have changed during the read.
 				if s = t.cur.Load(); s != nil {
 					s.send(bufs, sizes, opts, 1)
@@ -82,6 +79,7 @@ func (t *Tunnel) runQueue(dev tundev.Device) error {
 				}
 			}
 		} else {
+			var n int
 			n, err = dev.Read(bufs, sizes, tundev.Offset)
 			if n > 0 {
 				if s := t.cur.Load(); s != nil {

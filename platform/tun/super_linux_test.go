@@ -11,6 +11,7 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/gso"
 	"github.com/mirage-vpn/mirage/core/tundev"
+	"github.com/mirage-vpn/mirage/core/tundev/tundevtest"
 	"github.com/mirage-vpn/mirage/platform/internal/nstest"
 )
 
@@ -170,7 +171,7 @@ func tcp4(dport uint16, seq, ack uint32, flags byte, opts, payload []byte) []byt
 	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
 	p[8], p[9] = 64, 6
 	copy(p[12:], []byte{192, 0, 2, 2, 192, 0, 2, 1})
-	binary.BigEndian.PutUint16(p[10:], ^csumFold(csumSum(p[:20], 0)))
+	binary.BigEndian.PutUint16(p[10:], ^tundevtest.Fold(tundevtest.Sum(p[:20], 0)))
 	binary.BigEndian.PutUint16(p[20:], 5201)
 	binary.BigEndian.PutUint16(p[22:], dport)
 	binary.BigEndian.PutUint32(p[24:], seq)
@@ -180,8 +181,8 @@ func tcp4(dport uint16, seq, ack uint32, flags byte, opts, payload []byte) []byt
 	binary.BigEndian.PutUint16(p[34:], 65535)
 	copy(p[40:], opts)
 	copy(p[20+th:], payload)
-	pseudo := csumSum(p[12:20], 0) + 6 + uint32(th+len(payload))
-	binary.BigEndian.PutUint16(p[36:], csumFold(pseudo))
+	pseudo := tundevtest.Sum(p[12:20], 0) + 6 + uint32(th+len(payload))
+	binary.BigEndian.PutUint16(p[36:], tundevtest.Fold(pseudo))
 	return p
 }
 
@@ -196,23 +197,6 @@ func completeChecksum(t *testing.T, p []byte) []byte {
 
 func tcpChecksumOK(seg []byte) bool {
 	th := seg[20:]
-	s := csumSum(seg[12:20], 0) + 6 + uint32(len(th))
-	return csumFold(csumSum(th, s)) == 0xffff
-}
-
-func csumSum(b []byte, acc uint32) uint32 {
-	for i := 0; i+1 < len(b); i += 2 {
-		acc += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		acc += uint32(b[len(b)-1]) << 8
-	}
-	return acc
-}
-
-func csumFold(s uint32) uint16 {
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
+	s := tundevtest.Sum(seg[12:20], 0) + 6 + uint32(len(th))
+	return tundevtest.Fold(tundevtest.Sum(th, s)) == 0xffff
 }

@@ -107,8 +107,8 @@ func TCPSuper(src, dst netip.Addr, seq uint32, payload []byte, mss int) ([]byte,
 		s, d := src.As4(), dst.As4()
 		copy(p[12:], s[:])
 		copy(p[16:], d[:])
-		binary.BigEndian.PutUint16(p[10:], ^fold(sum(p[:20], 0)))
-		pseudo = sum(p[12:20], 0)
+		binary.BigEndian.PutUint16(p[10:], ^Fold(Sum(p[:20], 0)))
+		pseudo = Sum(p[12:20], 0)
 	} else {
 		p[0] = 0x60
 		binary.BigEndian.PutUint16(p[4:], uint16(tcpLen))
@@ -116,7 +116,7 @@ func TCPSuper(src, dst netip.Addr, seq uint32, payload []byte, mss int) ([]byte,
 		s, d := src.As16(), dst.As16()
 		copy(p[8:], s[:])
 		copy(p[24:], d[:])
-		pseudo = sum(p[8:40], 0)
+		pseudo = Sum(p[8:40], 0)
 	}
 	th := p[iph:]
 	binary.BigEndian.PutUint16(th[0:], 40000)
@@ -128,11 +128,13 @@ func TCPSuper(src, dst netip.Addr, seq uint32, payload []byte, mss int) ([]byte,
 	binary.BigEndian.PutUint16(th[14:], 65535)
 	copy(th[20:], payload)
 	pseudo += 6 + uint32(tcpLen)
-	binary.BigEndian.PutUint16(th[16:], fold(pseudo)) // partial: not complemented
+	binary.BigEndian.PutUint16(th[16:], Fold(pseudo)) // partial: not complemented
 	return p, o
 }
 
-func sum(b []byte, acc uint32) uint32 {
+// Sum adds b as big-endian 16-bit words to acc (one's complement,
+// unfolded): an Internet checksum of its own for tests.
+func Sum(b []byte, acc uint32) uint32 {
 	for i := 0; i+1 < len(b); i += 2 {
 		acc += uint32(b[i])<<8 | uint32(b[i+1])
 	}
@@ -142,7 +144,8 @@ func sum(b []byte, acc uint32) uint32 {
 	return acc
 }
 
-func fold(s uint32) uint16 {
+// Fold folds a Sum to 16 bits.
+func Fold(s uint32) uint16 {
 	for s > 0xffff {
 		s = s>>16 + s&0xffff
 	}
