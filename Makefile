@@ -25,7 +25,7 @@ NOCGO_PKGS = $$($(GO) list -e ./... | grep -v '/gui/cmd/mirage$$')
 
 FUZZTIME ?= 30s
 
-.PHONY: all build gui gui-arm64 gui-windows screenshot bench test demo vet cross fuzz deps clean fmt-check
+.PHONY: all build gui gui-arm64 gui-windows screenshot bench bench-wan test demo vet cross fuzz deps clean fmt-check
 
 all: build
 
@@ -121,9 +121,14 @@ image:
 		-tag mirage-server:$(VERSION) -out ../../dist/mirage-server-image.tar
 	@ls -l dist/mirage-server-image.tar
 
-## bench: netns + iperf3 benchmark of raw veth, wireguard-go and Mirage's transports (root; BENCH_REPS, BENCH_TIME).
+## bench: netns + iperf3 benchmark of raw veth, wireguard-go and Mirage's transports on the LAN, then on emulated WAN links (root; BENCH_REPS, BENCH_TIME, BENCH_WAN_*).
 bench: build
 	@bash packaging/bench/bench.sh
+	@bash packaging/bench/wan.sh
+
+## bench-wan: only the WAN part: a user-space link emulator (RTT, loss, bottleneck) between client and server (root; BENCH_WAN_REPS, BENCH_WAN_TIME, BENCH_WAN_SCENARIOS, BENCH_WAN_ROWS).
+bench-wan: build
+	@bash packaging/bench/wan.sh
 
 ## demo: server + client in network namespaces, traffic through the tunnel (root).
 demo:
