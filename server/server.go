@@ -87,6 +87,9 @@ const ticketTTL = 24 * time.Hour
 // maxPendingHandshakes bounds connections that have not authenticated yet.
 const maxPendingHandshakes = 1024
 
+// queuePacketBytes is the full-size packet that send_queue_packets counts.
+const queuePacketBytes = 1500
+
 // Server is a running VPN server.
 type Server struct {
 	cfg *config.Server
@@ -116,7 +119,8 @@ type Server struct {
 	routes       []netip.Prefix
 	keepalive    time.Duration
 	hsTimeout    time.Duration
-	queueLen     int
+	queueLen     int // batches a session's send queue holds at most
+	queueBytes   int64 // bytes it holds at most
 
 	// table maps a client tunnel address to its session; read lock-free on
 	// every packet, replaced copy-on-write under mu.
@@ -161,8 +165,11 @@ func New(o Options) (*Server, error) {
 		pending:  make(chan struct{}, maxPendingHandshakes),
 		pool4:    NewPool(v4),
 		sessions: map[[16]byte]*session{}, userTotals: map[string]userTotal{}, started: time.Now(),
-		// send_queue_packets is counted in TUN read batches of ~16 packets.
-		queueLen:  max(c.Connection.SendQueuePackets/16, 16),
+		// send_queue_packets full-size packets, counted in bytes: on a
+		// long path a batch is often one packet, and a bound in batches
+		// left a queue too short for the inner TCP's bursts (docs/perf-wan.md).
+		queueLen:   c.Connection.SendQueuePackets,
+		queueBytes: int64(c.Connection.SendQueuePackets) * queuePacketBytes,
 		shaping:   c.Obfuscation.Shaping(),
 		onPadding: o.OnPadding,
 	}

@@ -82,7 +82,10 @@ type session struct {
 	pendingLinks atomic.Int32
 
 	queue chan *outBuf
-	done  chan struct{}
+	// queued is the bytes in queue plus the batch being written; enqueue
+	// drops beyond srv.queueBytes.
+	queued atomic.Int64
+	done   chan struct{}
 	// sendMu is held by the writer for each batch and by a link's retirement;
 	// sentSet is the link list of the last batch (under sendMu). When the
 	// list changes, flows may move between connections, so the writer first
@@ -268,14 +271,27 @@ func (ss *session) flushStaged() {
 }
 
 func (ss *session) enqueue(ob *outBuf) {
+	n := int64(len(ob.b))
+	if q := ss.queued.Load(); q > 0 && q+n > ss.srv.queueBytes {
+		ss.srv.Stats.QueueDrops.Add(1)
+		putOut(ob)
+		return
+	}
+	ss.queued.Add(n)
 	select {
 	case <-ss.done:
-		putOut(ob)
+		ss.dequeued(ob)
 	case ss.queue <- ob:
 	default:
 		ss.srv.Stats.QueueDrops.Add(1)
-		putOut(ob)
+		ss.dequeued(ob)
 	}
+}
+
+// dequeued returns a batch taken off the queue (sent or not) to the pool.
+func (ss *session) dequeued(ob *outBuf) {
+	ss.queued.Add(-int64(len(ob.b)))
+	putOut(ob)
 }
 
 // writer sends queued batches to the client's connections, shaped by
@@ -291,12 +307,13 @@ func (ss *session) writer() {
 			for {
 				select {
 				case ob := <-ss.queue:
-					putOut(ob)
+					ss.dequeued(ob)
 				default:
 					return
 				}
 			}
 		case ob := <-ss.queue:
+			queued := int64(len(ob.b)) // before padding changes it
 			ss.sendMu.Lock()
 			if ob.set != nil && ob.set != ss.sentSet {
 				// Mapped for other connections than the last batch:
@@ -328,6 +345,7 @@ func (ss *session) writer() {
 				}
 			}
 			ss.sendMu.Unlock()
+			ss.queued.Add(-queued)
 			putOut(ob)
 		}
 	}

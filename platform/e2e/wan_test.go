@@ -1,0 +1,142 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mirage-vpn/mirage/platform/internal/linkem"
+)
+
+// wanLink is a link emulator running in the router namespace of a topology.
+type wanLink struct {
+	up, down *linkem.Link
+}
+
+// emulate puts a WAN link emulator (package linkem, in this process) between
+// cli and srv: policy routing in rtr sends every forwarded packet through
+// a TUN whose packets the emulator delays, drops and rate-limits before
+// the kernel routes them on. It stops when t ends.
+func emulate(t *testing.T, tp *topology, p linkem.Params) *wanLink {
+	t.Helper()
+	for _, argv := range [][]string{
+		{"ip", "tuntap", "add", "dev", "wan0", "mode", "tun"},
+		{"ip", "link", "set", "wan0", "up", "txqueuelen", "10000"},
+		{"sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.wan0.rp_filter=0"},
+		{"ip", "route", "add", "default", "dev", "wan0", "table", "100"},
+		{"ip", "-6", "route", "add", "default", "dev", "wan0", "table", "100"},
+	} {
+		mustNS(t, tp.RTR, argv...)
+	}
+	for i, dev := range []string{rtrCliIf, rtrSrvIf} {
+		pref := fmt.Sprint(100 + i)
+		mustNS(t, tp.RTR, "ip", "rule", "add", "iif", dev, "lookup", "100", "pref", pref)
+		mustNS(t, tp.RTR, "ip", "-6", "rule", "add", "iif", dev, "lookup", "100", "pref", pref)
+	}
+	f, err := openTUNIn(tp.RTR, "wan0")
+	if err != nil {
+		t.Fatalf("emulator TUN: %v", err)
+	}
+	seed := uint64(time.Now().UnixNano())
+	up, err := linkem.NewLink(p, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down, _ := linkem.NewLink(p, seed+1)
+	e := &linkem.Emulator{
+		UpPrefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.128/25"), netip.MustParsePrefix("fd00:6d:b::/64")},
+		Up:         up, Down: down,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := e.Run(ctx, f); err != nil {
+			t.Errorf("link emulator: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		f.Close()
+	})
+	t.Logf("link emulator: one-way delay %v, loss %.2f %% each way, %d Mbit/s, queue %d bytes",
+		p.Delay, p.Loss*100, p.RateBps/1e6, p.Queue())
+	return &wanLink{up: up, down: down}
+}
+
+// openTUNIn attaches to the TUN device name inside network namespace ns. The
+// attach happens on a thread moved into ns that is thrown away afterwards;
+// the descriptor keeps working from any thread.
+func openTUNIn(ns, name string) (*os.File, error) {
+	type result struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread, now in ns, ends with the goroutine.
+		runtime.LockOSThread()
+		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{err: fmt.Errorf("open netns %s: %w", ns, err)}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("setns %s: %w", ns, err)}
+			return
+		}
+		f, err := linkem.OpenTUN(name)
+		ch <- result{f, err}
+	}()
+	r := <-ch
+	return r.f, r.err
+}
+
+// losses returns the packets the emulator dropped at random, up and down.
+func (w *wanLink) losses() (up, down uint64) {
+	return w.up.Stats.LossDrops.Load(), w.down.Stats.LossDrops.Load()
+}
+
+// A lossy long link (40 ms RTT, 2 % loss each way, 50 Mbit/s): the default
+// profile (REALITY, then tcp-tls) and QUIC carry data byte for byte both
+// ways, and the emulator really dropped packets in both directions.
+func TestE2EWANTransfer(t *testing.T) {
+	tp := newTopology(t)
+	w := emulate(t, tp, linkem.Params{Delay: 20 * time.Millisecond, Loss: 0.02, RateBps: 50_000_000})
+	s := startGeneratedServer(t, tp)
+	for _, tc := range []struct {
+		name string
+		conf func() string
+		size int64 // quic-go's loss-based congestion control is slow here
+	}{
+		{"default", s.clientPath, 4 << 20},
+		{"quic", func() string { return quicClient(t, s, nil) }, 2 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := startClient(t, tp, tc.conf())
+			line := c.waitConnected(t, 1, connectTimeout)
+			t.Logf("client: %s", line)
+			waitPing(t, tp.CLI, tunSrv4, 10*time.Second)
+			up0, down0 := w.losses()
+			checkTransfer(t, tp.SRV, tp.CLI, tunSrv4, tc.size, 90*time.Second)
+			up1, down1 := w.losses()
+			if up1 == up0 || down1 == down0 {
+				t.Fatalf("the emulator dropped %d packets up and %d down during the transfer; want both > 0", up1-up0, down1-down0)
+			}
+			t.Logf("emulator losses during the transfer: %d up, %d down", up1-up0, down1-down0)
+			c.p.stop(5 * time.Second)
+		})
+	}
+}
