@@ -119,7 +119,7 @@ type Server struct {
 	routes       []netip.Prefix
 	keepalive    time.Duration
 	hsTimeout    time.Duration
-	queueLen     int // batches a session's send queue holds at most
+	queueLen     int   // batches a session's send queue holds at most
 	queueBytes   int64 // bytes it holds at most
 
 	// table maps a client tunnel address to its session; read lock-free on
@@ -170,8 +170,8 @@ func New(o Options) (*Server, error) {
 		// left a queue too short for the inner TCP's bursts (docs/perf-wan.md).
 		queueLen:   c.Connection.SendQueuePackets,
 		queueBytes: int64(c.Connection.SendQueuePackets) * queuePacketBytes,
-		shaping:   c.Obfuscation.Shaping(),
-		onPadding: o.OnPadding,
+		shaping:    c.Obfuscation.Shaping(),
+		onPadding:  o.OnPadding,
 	}
 	if s.dev != nil {
 		s.queues = tundev.Queues(s.dev)
