@@ -48,17 +48,42 @@
 //	zeros  padding up to the group's encoding shard size
 //
 // The encoding shard size S is 6 + the length of the group's longest packet;
-// a parity body is exactly S bytes. Parity shard j (0 <= j < m) is row k+j
-// of the systematic Reed-Solomon code over GF(2^8) that
-// github.com/klauspost/reedsolomon v1.14 builds by default for k data and m
-// parity shards (a Vandermonde matrix made systematic), applied byte-wise to
-// the k encoding shards. Both ends must use that exact matrix.
+// a parity body is exactly S bytes. With E_i the encoding shard of data
+// shard i, zero-padded to S, parity shard j (0 <= j < m) is, byte by byte,
+//
+//	P_j = sum over i < k of C[j][i] * E_i,  C[j][i] = 1 / ((64+j) XOR i)
+//
+// in GF(2^8) modulo x^8+x^4+x^3+x^2+1 (0x11D), the field of
+// github.com/klauspost/reedsolomon, which computes it here. C is a Cauchy
+// matrix, so the code is MDS: any k of a group's k+m shards rebuild all k
+// data shards. Its coefficients do not depend on k, so a group closed early
+// is coded exactly like a full group whose remaining data shards are zero.
 //
 // The receiver rebuilds the encoding shard of each data shard it got (len
 // and CRC recomputed, zero padding to S from the parity length), decodes,
 // and delivers a rebuilt packet only if 1 <= len <= S-6 and its CRC matches:
 // broken parity yields a counted loss ([Stats].Corrupt), never a corrupt
 // packet.
+//
+// # Receiving
+//
+// The decoder tracks a window of consecutive group numbers ending at the
+// highest seen (serial-number arithmetic, so numbers wrap). Each data shard
+// is delivered once while its group is tracked; data of a group behind the
+// window is still delivered, untracked, and its parity dropped. A group
+// closes when it leaves the window, when it has been open for MaxWait, or
+// early when the memory bound needs its buffers; then its missing data is
+// counted as unrecoverable.
+//
+// # Measuring loss
+//
+// At close, a group expected k+m shards (k from its parity; without parity
+// the planned k from its data, or, with m = 0, one past the highest data
+// index seen, so losses at the tail of such a group go unseen). The lost
+// fraction of shards, averaged over recent groups, is [Decoder.LossRate]; a
+// group inside the window of which nothing arrived counts as lost whole,
+// sized like the group closed before it. The session reports the rate to
+// the peer, whose [Choose] turns it into the next (k, m).
 //
 // # Framing around it
 //

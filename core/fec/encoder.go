@@ -9,6 +9,9 @@ import (
 // Encoder turns a stream of packets into data and parity shards. It is not
 // safe for concurrent use.
 //
+// Each packet is folded into the group's parity as it passes, so the
+// encoder keeps no copy of the data and the work is spread over the group.
+//
 // The caller owns the group timer: when Add returns with Pending() == 1 a
 // new group has opened, and if it is still open after a while (a fraction
 // of the RTT) the caller calls Flush so that the parity of a half-full group
@@ -19,11 +22,11 @@ type Encoder struct {
 	nextM     int
 	maxPacket int
 	group     uint32
-	n         int // data shards in the open group
-	size      int // encoding shard size of the open group so far
-	data      [][]byte
-	parity    [][]byte
-	all       [][]byte // data then parity, passed to the codec
+	n         int      // data shards in the open group
+	size      int      // encoding shard size of the open group so far
+	parity    [][]byte // accumulators; zero beyond size
+	views     [][]byte // parity[:len] views handed to the codec
+	enc       []byte   // encoding shard of the packet being added
 	out       []byte   // header + body handed to emit
 	codecs    codecs
 }
@@ -41,9 +44,9 @@ func NewEncoder(k, m, maxPacket int) (*Encoder, error) {
 	return &Encoder{
 		k: k, m: m, nextK: k, nextM: m,
 		maxPacket: maxPacket,
-		data:      make([][]byte, MaxK),
 		parity:    make([][]byte, MaxM),
-		all:       make([][]byte, 0, MaxK+MaxM),
+		views:     make([][]byte, MaxM),
+		enc:       make([]byte, encHeaderLen+maxPacket),
 		out:       make([]byte, HeaderLen+encHeaderLen+maxPacket),
 		// One goroutine: shards are small, and a codec that never spawns
 		// keeps Add allocation-free.
@@ -98,20 +101,38 @@ func (e *Encoder) Add(pkt []byte, emit func(shard []byte)) error {
 		e.k, e.m = e.nextK, e.nextM
 	}
 	if e.m > 0 {
-		if e.data[e.n] == nil {
-			e.data[e.n] = make([]byte, encHeaderLen+e.maxPacket)
+		if err := e.fold(pkt); err != nil {
+			return err
 		}
-		enc := putEncoding(e.data[e.n][:cap(e.data[e.n])], pkt)
-		e.data[e.n] = enc
-		e.size = max(e.size, len(enc))
 	}
 	putHeader(e.out, e.group, e.n, e.k, e.m)
 	n := copy(e.out[HeaderLen:], pkt)
 	emit(e.out[:HeaderLen+n])
 	e.n++
 	if e.n == e.k {
-		return e.finish(emit)
+		e.finish(emit)
 	}
+	return nil
+}
+
+// fold adds the encoding shard of pkt, data shard e.n, into the parity.
+func (e *Encoder) fold(pkt []byte) error {
+	rs, err := e.codecs.get(MaxK, e.m)
+	if err != nil {
+		return err
+	}
+	enc := putEncoding(e.enc, pkt)
+	views := e.views[:e.m]
+	for j := range views {
+		if e.parity[j] == nil {
+			e.parity[j] = make([]byte, encHeaderLen+e.maxPacket)
+		}
+		views[j] = e.parity[j][:len(enc)]
+	}
+	if err := rs.EncodeIdx(enc, e.n, views); err != nil {
+		return fmt.Errorf("fec: encoding group %d shard %d: %w", e.group, e.n, err)
+	}
+	e.size = max(e.size, len(enc))
 	return nil
 }
 
@@ -119,45 +140,22 @@ func (e *Encoder) Add(pkt []byte, emit func(shard []byte)) error {
 // sent so far (its header's k is their count). It does nothing if no group
 // is open.
 func (e *Encoder) Flush(emit func(shard []byte)) error {
-	if e.n == 0 {
-		return nil
-	}
-	return e.finish(emit)
-}
-
-// finish emits the parity of the open group and opens the next one.
-func (e *Encoder) finish(emit func(shard []byte)) error {
-	defer func() {
-		e.group++
-		e.n, e.size = 0, 0
-	}()
-	if e.m == 0 {
-		return nil
-	}
-	rs, err := e.codecs.get(e.n, e.m)
-	if err != nil {
-		return err
-	}
-	all := e.all[:0]
-	for i := range e.n {
-		d := e.data[i]
-		d = d[:e.size]
-		clear(d[len(e.data[i]):])
-		all = append(all, d)
-	}
-	for j := range e.m {
-		if e.parity[j] == nil {
-			e.parity[j] = make([]byte, encHeaderLen+e.maxPacket)
-		}
-		all = append(all, e.parity[j][:e.size])
-	}
-	if err := rs.Encode(all); err != nil {
-		return fmt.Errorf("fec: encoding group %d: %w", e.group, err)
-	}
-	for j := range e.m {
-		putHeader(e.out, e.group, e.n+j, e.n, e.m)
-		copy(e.out[HeaderLen:], all[e.n+j])
-		emit(e.out[:HeaderLen+e.size])
+	if e.n > 0 {
+		e.finish(emit)
 	}
 	return nil
+}
+
+// finish emits the parity of the open group, zeroes the accumulators and
+// opens the next group.
+func (e *Encoder) finish(emit func(shard []byte)) {
+	for j := range e.m {
+		p := e.parity[j][:e.size]
+		putHeader(e.out, e.group, e.n+j, e.n, e.m)
+		copy(e.out[HeaderLen:], p)
+		emit(e.out[:HeaderLen+e.size])
+		clear(p)
+	}
+	e.group++
+	e.n, e.size = 0, 0
 }

@@ -101,6 +101,53 @@ func checkEncoding(b []byte) ([]byte, bool) {
 	return pkt, true
 }
 
+// cauchy is the parity part of the code: parity shard j is the sum over
+// GF(2^8) of cauchy[j][i] times encoding shard i. cauchy[j][i] =
+// 1/((MaxK+j) XOR i), a Cauchy matrix (x_j = MaxK+j and y_i = i are distinct),
+// so every square submatrix is invertible and any k of a group's k+m shards
+// rebuild it. The coefficients do not depend on k: a group flushed after k'
+// shards is coded exactly like a full one whose other shards are zero, and
+// the encoder can fold each packet into the parity as it passes.
+var cauchy = func() [][]byte {
+	rows := make([][]byte, MaxM)
+	for j := range rows {
+		rows[j] = make([]byte, MaxK)
+		for i := range rows[j] {
+			rows[j][i] = gfInv(byte(MaxK+j) ^ byte(i))
+		}
+	}
+	return rows
+}()
+
+// gfInv returns the inverse of a != 0 in GF(2^8) modulo x^8+x^4+x^3+x^2+1
+// (0x11D), the field klauspost/reedsolomon computes in.
+func gfInv(a byte) byte {
+	// a^254 = a^-1, by square-and-multiply.
+	r, p := byte(1), a
+	for e := 254; e > 0; e >>= 1 {
+		if e&1 != 0 {
+			r = gfMul(r, p)
+		}
+		p = gfMul(p, p)
+	}
+	return r
+}
+
+func gfMul(a, b byte) byte {
+	var r byte
+	for ; b != 0; b >>= 1 {
+		if b&1 != 0 {
+			r ^= a
+		}
+		carry := a & 0x80
+		a <<= 1
+		if carry != 0 {
+			a ^= 0x1d
+		}
+	}
+	return r
+}
+
 // codecs caches Reed-Solomon codecs by group shape. It is bounded: when full
 // it starts over, which only costs rebuilding a matrix.
 type codecs struct {
@@ -111,6 +158,7 @@ type codecs struct {
 const maxCodecs = 16
 
 func newCodecs(opts ...reedsolomon.Option) codecs {
+	opts = append(opts, reedsolomon.WithCustomMatrix(cauchy))
 	return codecs{m: make(map[[2]uint8]reedsolomon.Encoder), opts: opts}
 }
 
