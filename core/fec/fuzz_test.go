@@ -149,7 +149,7 @@ func arrivalOrder(src *byteSource, n int) []int {
 }
 
 func checkRoundTrip(t *testing.T, shards [][]byte, order []int, sent map[string]int, window int) {
-	d := newDecoder(t, DecoderOptions{Window: window, MaxPacket: 300, MaxWait: time.Hour})
+	d := newDecoder(t, DecoderOptions{Window: window, MaxPacket: 300, MaxWait: time.Hour, MaxMemory: 1 << 20}) // no eviction: at most 320 shards
 	delivered := make(map[int]int)
 	outside := make(map[int]bool)  // packet had a data copy arrive behind the window
 	inWindow := make(map[int]bool) // shard had a copy arrive inside the window
