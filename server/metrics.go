@@ -41,6 +41,11 @@ var (
 	mQUICPacing = prometheus.NewDesc("mirage_quic_pacing_timeouts_total",
 		"QUIC receive pacing waits that timed out: a tunnel did not take its datagrams for 5 ms, and pacing paused (quictun.Gate). A steady rise means a stuck or overloaded reader.",
 		nil, nil)
+	mFECSent = prometheus.NewDesc("mirage_fec_sent_total",
+		"FEC shards sent to clients on QUIC datagrams, by kind: data (packets) and parity.", []string{"kind"}, nil)
+	mFECReceived = prometheus.NewDesc("mirage_fec_received_total",
+		"FEC shards received from clients, by event: data and parity seen, packets recovered from parity, packets unrecoverable (more losses in their group than parity), malformed shards dropped.",
+		[]string{"event"}, nil)
 	mPoolUsed = prometheus.NewDesc("mirage_address_pool_used",
 		"Tunnel addresses handed out, by family.", []string{"family"}, nil)
 	mPoolSize = prometheus.NewDesc("mirage_address_pool_size",
@@ -60,7 +65,7 @@ type serverCollector struct {
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConnections, mRxBytes, mRxPackets, mTxBytes,
-		mHandshakes, mDrops, mQUICPacing, mPoolUsed, mPoolSize} {
+		mHandshakes, mDrops, mQUICPacing, mFECSent, mFECReceived, mPoolUsed, mPoolSize} {
 		ch <- d
 	}
 	if c.perUser {
@@ -133,6 +138,13 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mDrops, st.QueueDrops.Load(), "queue_full")
 	if g := s.quicGate.Load(); g != nil {
 		counter(mQUICPacing, g.Timeouts.Load())
+	}
+	f := s.fecTotals()
+	counter(mFECSent, f.dataSent, "data")
+	counter(mFECSent, f.paritySent, "parity")
+	for ev, v := range map[string]uint64{"data": f.data, "parity": f.parity, "recovered": f.recovered,
+		"unrecoverable": f.unrecoverable, "malformed": f.malformed} {
+		counter(mFECReceived, v, ev)
 	}
 	for fam, p := range map[string]*Pool{"ipv4": s.pool4, "ipv6": s.pool6} {
 		if p == nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/auth"
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/fec"
 	"github.com/mirage-vpn/mirage/core/ippkt"
 	"github.com/mirage-vpn/mirage/core/shaping"
 	"github.com/mirage-vpn/mirage/core/transport/quictun"
@@ -121,6 +122,12 @@ type Server struct {
 	hsTimeout    time.Duration
 	queueLen     int   // batches a session's send queue holds at most
 	queueBytes   int64 // bytes it holds at most
+	// fec is how the server protects what it sends on QUIC datagrams to
+	// clients that ask for it (nil: [connection] fec = "off").
+	fec *fec.Config
+	// fecMu guards fecEnded, the FEC counters of connections that ended.
+	fecMu    sync.Mutex
+	fecEnded fecCounters
 
 	// table maps a client tunnel address to its session; read lock-free on
 	// every packet, replaced copy-on-write under mu.
@@ -379,9 +386,21 @@ func (s *Server) attach(ss *session, welcome *wire.Welcome, hello *wire.Hello, c
 		ss.removeLink(l)
 		return
 	}
+	fc, fecOK := c.(engine.FECConn)
+	fecOK = fecOK && s.fec != nil && hello.Caps&wire.CapFEC != 0
+	if fecOK {
+		welcome.Caps |= wire.CapFEC
+	}
 	payload, err := welcome.Marshal()
 	if err == nil {
 		_, err = c.Write(wire.AppendFrame(nil, wire.TypeWelcome, payload))
+	}
+	if err == nil && fecOK {
+		// Before the lock is released: every packet after the Welcome is
+		// protected.
+		if ferr := fc.EnableFEC(*s.fec); ferr != nil {
+			s.log.Warn("forward error correction not started", "remote", remote, "err", ferr)
+		}
 	}
 	l.wmu.Unlock()
 	if err != nil {

@@ -574,17 +574,26 @@ func (ss *session) dropPending() {
 
 // removeLink drops l; the session ends with its last connection.
 func (ss *session) removeLink(l *slink) {
+	srv := ss.srv
+	srv.fecMu.Lock()
 	ss.mu.Lock()
 	old := ss.linkList()
 	var nl []*slink
+	found := false
 	for _, x := range old {
 		if x != l {
 			nl = append(nl, x)
+		} else {
+			found = true
 		}
 	}
 	ss.links.Store(&nl)
 	empty := len(nl) == 0 && ss.pendingLinks.Load() == 0
 	ss.mu.Unlock()
+	if f, ok := l.c.(fecStater); ok && found {
+		srv.fecEnded.add(f.FEC())
+	}
+	srv.fecMu.Unlock()
 	if empty {
 		ss.end()
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mirage-vpn/mirage/core/auth"
+	"github.com/mirage-vpn/mirage/core/fec"
 	"github.com/mirage-vpn/mirage/core/gso"
 	"github.com/mirage-vpn/mirage/core/ippkt"
 	"github.com/mirage-vpn/mirage/core/shaping"
@@ -79,6 +80,10 @@ type SessionParams struct {
 	// Should the device turn out not to be one, received super-packets
 	// are split (slower, still correct).
 	AcceptGSO bool
+	// FEC, when set, asks for forward error correction on QUIC datagrams
+	// (wire.CapFEC): each end protects what it sends, this one with this
+	// shape (K == 0: adapted to the measured loss). nil: off.
+	FEC *fec.Config
 }
 
 // Session is an established client session: one or more connections that
@@ -215,6 +220,7 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", d.Protocol(), err))
 			continue
 		}
+		startFEC(p, c, w, log)
 		st := p.Stats
 		if st == nil {
 			st = &Stats{}
@@ -271,10 +277,14 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 // (datagrams) and not in round_robin (numbered packets). Without it the
 // server reads its TUN in batches wireguard/tun has cut, as before.
 func helloCaps(p SessionParams, proto string) uint32 {
+	var caps uint32
 	if p.AcceptGSO && proto != "quic" && p.Mux != wire.MuxRoundRobin {
-		return wire.CapGSO
+		caps |= wire.CapGSO
 	}
-	return 0
+	if p.FEC != nil && proto == "quic" {
+		caps |= wire.CapFEC
+	}
+	return caps
 }
 
 // wantsSuper reports whether super-packets read from the TUN can go to the
@@ -315,6 +325,7 @@ func (s *Session) join(ctx context.Context, path int) (*link, error) {
 		c.Close()
 		return nil, errors.New("server answered the join with another session")
 	}
+	startFEC(p, c, w, s.log)
 	return s.newLink(c, r, path), nil
 }
 

@@ -93,3 +93,14 @@ func Choose(loss float64) (k, m int) {
 	}
 	return bestK, bestM
 }
+
+// Config is how an end protects what it sends: a fixed group shape (K data
+// and M parity shards; the fec_data / fec_parity keys), or, with K == 0,
+// the shape [Choose] picks from the loss the end measures on its path
+// (fec = "auto").
+type Config struct {
+	K, M int
+}
+
+// Auto reports whether the shape adapts to the measured loss.
+func (c Config) Auto() bool { return c.K == 0 }

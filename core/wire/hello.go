@@ -67,6 +67,10 @@ const (
 	// CapGSO (Hello and Welcome): this end accepts GSO frames, i.e. it can
 	// hand a super-packet to its TUN device whole (a Linux vnet_hdr device).
 	CapGSO uint32 = 1 << 1
+	// CapFEC (Hello and Welcome): this end wants its datagrams protected
+	// by forward error correction and takes FEC frames (QUIC only). Each
+	// end sends FEC frames only when the other announced it.
+	CapFEC uint32 = 1 << 2
 )
 
 // Hello is the client's first message on a connection.
