@@ -245,7 +245,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		tlsx.TuneTCP(c)
+		tlsx.TuneTCP(c, tlsx.TCPOptions{Congestion: s.cfg.Connection.CongestionControl, Log: s.log})
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"net"
 	"slices"
 	"time"
+
+	"github.com/mirage-vpn/mirage/core/transport/tlsx"
 )
 
 // Status is a snapshot of a running server for `mirage-server status`.
@@ -28,6 +31,8 @@ type SessionInfo struct {
 type ConnInfo struct {
 	Transport string `json:"transport"`
 	Remote    string `json:"remote"`
+	// Congestion is the TCP congestion control in use (absent for QUIC).
+	Congestion string `json:"congestion,omitempty"`
 }
 
 // Status returns a snapshot of the sessions, sorted by user then start.
@@ -42,7 +47,8 @@ func (s *Server) Status() Status {
 			info.Addrs = append(info.Addrs, a.String())
 		}
 		for _, l := range ss.linkList() {
-			info.Connections = append(info.Connections, ConnInfo{Transport: l.transport, Remote: l.c.RemoteAddr().String()})
+			info.Connections = append(info.Connections, ConnInfo{Transport: l.transport, Remote: l.c.RemoteAddr().String(),
+				Congestion: congestion(l.c)})
 			st.Connections[l.transport]++
 		}
 		users[ss.user] = true
@@ -60,4 +66,17 @@ func (s *Server) Status() Status {
 		return a.Since.Compare(b.Since)
 	})
 	return st
+}
+
+// congestion is the TCP congestion control of a link's connection, found
+// under its TLS layers.
+func congestion(c net.Conn) string {
+	for range 4 {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
+	return tlsx.Congestion(c)
 }

@@ -92,6 +92,9 @@ type Connection struct {
 	TxBytes   uint64  `json:"tx_bytes"`
 	RxBytes   uint64  `json:"rx_bytes"`
 	AgeSecs   float64 `json:"age_s"`
+	// Congestion is the TCP congestion control in use, e.g. "bbr" (absent
+	// for QUIC and where the OS does not tell).
+	Congestion string `json:"congestion,omitempty"`
 }
 
 // Profile is a stored client profile.

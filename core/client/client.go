@@ -535,6 +535,7 @@ func dialersWith(cfg *config.Client, target netip.AddrPort, log *slog.Logger, co
 			o := tlsx.ClientOptions{
 				ServerName: cfg.TLSServerName(), CAFile: cfg.ResolvePath(cfg.TLS.CAFile),
 				Insecure: cfg.TLS.Insecure, Logger: log, Dial: tcpDial,
+				Congestion: cfg.Connection.CongestionControl,
 			}
 			if cfg.TLS.CAFile == "" {
 				o.CAFile = ""
@@ -562,7 +563,8 @@ func dialersWith(cfg *config.Client, target netip.AddrPort, log *slog.Logger, co
 					return nil, err
 				}
 			}
-			o := reality.ClientOptions{ServerName: cfg.RealitySNI(), PublicKey: pub, ShortID: sid, Logger: log, Dial: tcpDial}
+			o := reality.ClientOptions{ServerName: cfg.RealitySNI(), PublicKey: pub, ShortID: sid, Logger: log, Dial: tcpDial,
+				Congestion: cfg.Connection.CongestionControl}
 			ds = append(ds, &dialer{proto: p, timeout: timeout, dial: func(ctx context.Context) (engine.Conn, error) {
 				return conn(reality.Dial(ctx, addr, o))
 			}})

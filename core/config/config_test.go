@@ -62,6 +62,7 @@ func TestClientDefaults(t *testing.T) {
 		{"handshake_timeout_s", c.Connection.HandshakeTimeoutS, 10},
 		{"keepalive_s", c.Connection.KeepaliveS, 0},
 		{"reconnect_max_backoff_s", c.Connection.ReconnectMaxBackoffS, 32},
+		{"congestion_control", c.Connection.CongestionControl, "bbr"},
 		{"routes", c.Network.Routes, []string{"0.0.0.0/0", "::/0"}},
 		{"set_dns", c.Network.SetDNS, true},
 		{"interface_name", c.Network.InterfaceName, "mirage0"},
@@ -151,6 +152,7 @@ func TestServerDefaults(t *testing.T) {
 		{"max_handshakes_per_ip", s.Connection.MaxHandshakesPerIP, 60},
 		{"max_concurrent_auth", s.Connection.MaxConcurrentAuth, 4},
 		{"send_queue_packets", s.Connection.SendQueuePackets, 1024},
+		{"congestion_control", s.Connection.CongestionControl, "bbr"},
 		{"nat.backend", s.NAT.Backend, "auto"},
 		{"authentication.type", s.Authentication.Type, "file"},
 		{"users_file", s.Authentication.UsersFile, "users"},
@@ -249,6 +251,7 @@ func TestClientValidation(t *testing.T) {
 		{"parallel 17", func(c *Client) { c.Connection.ParallelConnections = 17 }, "[connection] parallel_connections", "(got 17)"},
 		{"quic parallel", func(c *Client) { c.Connection.QUICParallelConnections = 9 }, "[connection] quic_parallel_connections", "between 1 and 8"},
 		{"mux mode", func(c *Client) { c.Connection.MuxMode = "random" }, "[connection] mux_mode", "must be one of flow, round_robin, active_standby"},
+		{"congestion", func(c *Client) { c.Connection.CongestionControl = "cubic" }, "[connection] congestion_control", `must be one of bbr, system (got "cubic")`},
 		{"mtu small", func(c *Client) { c.Connection.MTU = 500 }, "[connection] mtu", "must be 0 or between 576 and 65535"},
 		{"connect timeout", func(c *Client) { c.Connection.ConnectTimeoutS = 0 }, "[connection] connect_timeout_s", "between 1 and 300"},
 		{"handshake timeout", func(c *Client) { c.Connection.HandshakeTimeoutS = 301 }, "[connection] handshake_timeout_s", "between 1 and 300"},
@@ -393,6 +396,7 @@ func TestServerValidation(t *testing.T) {
 		{"handshakes per ip", func(s *Server) { s.Connection.MaxHandshakesPerIP = 0 }, "[connection] max_handshakes_per_ip", "between 1 and 100000"},
 		{"concurrent auth", func(s *Server) { s.Connection.MaxConcurrentAuth = 2000 }, "[connection] max_concurrent_auth", "between 1 and 1024"},
 		{"send queue", func(s *Server) { s.Connection.SendQueuePackets = 8 }, "[connection] send_queue_packets", "between 16 and 65536"},
+		{"congestion", func(s *Server) { s.Connection.CongestionControl = "" }, "[connection] congestion_control", "must be one of bbr, system"},
 		{"nat v4", func(s *Server) { s.NAT.IPv4Interface = "eth0; rm -rf" }, "[nat] ipv4_interface", "not allowed"},
 		{"nat v6 long", func(s *Server) { s.NAT.IPv6Interface = "abcdefghijklmnop" }, "[nat] ipv6_interface", "at most 15"},
 		{"nat backend", func(s *Server) { s.NAT.Backend = "pf" }, "[nat] backend", "must be one of auto, nftables, iptables"},
@@ -762,4 +766,68 @@ func TestHugeGarbageIsBounded(t *testing.T) {
 	if !strings.Contains(err.Error(), "too many problems") {
 		t.Errorf("no truncation notice: %.200s", err)
 	}
+}
+
+// TestCongestionControl: [connection] congestion_control on both ends:
+// bbr by default, "system" kept, anything else an error naming the key,
+// and generated files write it.
+func TestCongestionControl(t *testing.T) {
+	keyErr := func(t *testing.T, err error) {
+		t.Helper()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Key != "connection.congestion_control" {
+			t.Fatalf("err = %v, want a FieldError for connection.congestion_control", err)
+		}
+		if !strings.Contains(err.Error(), `[connection] congestion_control: must be one of bbr, system (got "fast")`) {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	_, err := ParseClient([]byte(validClientTOML+"[connection]\ncongestion_control = \"fast\"\n"), "client.toml")
+	keyErr(t, err)
+	_, err = ParseServer([]byte("[connection]\ncongestion_control = \"fast\"\n"), "server.toml")
+	keyErr(t, err)
+
+	if c := DefaultClient(); c.Connection.CongestionControl != "bbr" {
+		t.Errorf("client default = %q, want bbr", c.Connection.CongestionControl)
+	}
+	if s := DefaultServer(); s.Connection.CongestionControl != "bbr" {
+		t.Errorf("server default = %q, want bbr", s.Connection.CongestionControl)
+	}
+
+	c := mustParseClient(t, validClientTOML+"[connection]\ncongestion_control = \"system\"\n")
+	out, err := c.MarshalTOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "congestion_control = \"system\"") {
+		t.Fatalf("client.toml written without congestion_control:\n%s", out)
+	}
+	if back := mustParseClient(t, string(out)); back.Connection.CongestionControl != "system" {
+		t.Errorf("client round trip: %q", back.Connection.CongestionControl)
+	}
+	s := mustParseServer(t, "[connection]\ncongestion_control = \"system\"\n")
+	out, err = s.MarshalTOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "congestion_control = \"system\"") {
+		t.Fatalf("server.toml written without congestion_control:\n%s", out)
+	}
+	if back := mustParseServer(t, string(out)); back.Connection.CongestionControl != "system" {
+		t.Errorf("server round trip: %q", back.Connection.CongestionControl)
+	}
+	for _, out := range [][]byte{mustMarshal(t, DefaultClient()), mustMarshal(t, DefaultServer())} {
+		if !strings.Contains(string(out), "congestion_control = \"bbr\"") {
+			t.Errorf("default config written without congestion_control = \"bbr\":\n%s", out)
+		}
+	}
+}
+
+func mustMarshal(t *testing.T, c interface{ MarshalTOML() ([]byte, error) }) []byte {
+	t.Helper()
+	out, err := c.MarshalTOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -15,6 +15,9 @@ const (
 	DefaultPaddingProbability   = 0.1
 	DefaultLogLevel             = "info"
 	DefaultLogFormat            = "text"
+	// DefaultCongestionControl is [connection] congestion_control on both
+	// ends: BBR for the tunnel's TCP connections (see CongestionControls).
+	DefaultCongestionControl = "bbr"
 
 	DefaultBindAddress        = "0.0.0.0"
 	DefaultBindPort           = 443
@@ -66,6 +69,7 @@ func (c *Client) ApplyDefaults() {
 	setInt(&cc.ConnectTimeoutS, DefaultConnectTimeoutS)
 	setInt(&cc.HandshakeTimeoutS, DefaultHandshakeTimeoutS)
 	setInt(&cc.ReconnectMaxBackoffS, DefaultReconnectMaxBackoffS)
+	setStr(&cc.CongestionControl, DefaultCongestionControl)
 	if c.Network.Routes == nil {
 		c.Network.Routes = DefaultRoutes()
 	}
@@ -100,6 +104,7 @@ func (s *Server) ApplyDefaults() {
 	setInt(&s.Connection.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)
 	setInt(&s.Connection.MaxConcurrentAuth, DefaultMaxConcurrentAuth)
 	setInt(&s.Connection.SendQueuePackets, DefaultSendQueuePackets)
+	setStr(&s.Connection.CongestionControl, DefaultCongestionControl)
 	setStr(&s.NAT.Backend, DefaultNATBackend)
 	setStr(&s.Authentication.Type, DefaultAuthType)
 	setStr(&s.Authentication.UsersFile, DefaultUsersFile)

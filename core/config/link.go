@@ -65,6 +65,7 @@ var linkFields = []linkField{
 	{"connection.max_lifetime_jitter_s", "", func(c *Client) any { return &c.Connection.MaxLifetimeJitterS }},
 	{"connection.port_hopping_interval_s", "", func(c *Client) any { return &c.Connection.PortHoppingIntervalS }},
 	{"connection.reconnect_max_backoff_s", "", func(c *Client) any { return &c.Connection.ReconnectMaxBackoffS }},
+	{"connection.congestion_control", "", func(c *Client) any { return &c.Connection.CongestionControl }},
 	{"tls.server_name", "", func(c *Client) any { return &c.TLS.ServerName }},
 	{"tls.insecure", "", func(c *Client) any { return &c.TLS.Insecure }},
 	{"network.routes", "", func(c *Client) any { return &c.Network.Routes }},

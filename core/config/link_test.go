@@ -444,6 +444,7 @@ func randomClient(r *rand.Rand) *Client {
 	cc.QUICParallelConnections = 1 + r.IntN(8)
 	cc.DualStackEnabled = maybe()
 	cc.MuxMode = pick("flow", "round_robin", "active_standby")
+	cc.CongestionControl = pick("bbr", "system")
 	if maybe() {
 		cc.MTU = 576 + r.IntN(65535-576+1)
 	}

@@ -48,6 +48,8 @@ func (c *Client) MarshalTOML() ([]byte, error) {
 	w.integer("port_hopping_interval_s", cc.PortHoppingIntervalS)
 	w.comment("Upper bound of the reconnect backoff in seconds.")
 	w.integer("reconnect_max_backoff_s", cc.ReconnectMaxBackoffS)
+	w.comment(congestionComment)
+	w.str("congestion_control", cc.CongestionControl)
 
 	w.table("reality")
 	w.comment("Site the reality transport imitates; must match the server's target_sni.")
@@ -155,6 +157,8 @@ func (s *Server) MarshalTOML() ([]byte, error) {
 	w.integer("max_concurrent_auth", c.MaxConcurrentAuth)
 	w.comment("Per-client send queue, packets.")
 	w.integer("send_queue_packets", c.SendQueuePackets)
+	w.comment(congestionComment)
+	w.str("congestion_control", c.CongestionControl)
 
 	w.table("nat")
 	w.comment("Outgoing interfaces to masquerade client traffic on; empty = no NAT.")
@@ -184,6 +188,9 @@ func (s *Server) MarshalTOML() ([]byte, error) {
 	writeLog(w, &s.Log)
 	return w.result()
 }
+
+// congestionComment documents [connection] congestion_control in generated files.
+const congestionComment = `TCP congestion control of the tunnel's connections: "bbr" (keeps speed under loss) or "system" (the OS default).`
 
 func writeObfuscation(w *tomlWriter, o *Obfuscation) {
 	w.table("obfuscation")

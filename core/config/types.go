@@ -16,6 +16,14 @@ const (
 	ProtoQUIC    = "quic"
 )
 
+// CongestionControls are the values of [connection] congestion_control on
+// both ends: "bbr" sets BBR on each tunnel TCP socket (Linux and FreeBSD;
+// where the kernel refuses it, or the OS has no per-socket choice, the
+// system default stays and one line is logged); "system" leaves the OS
+// default. Other algorithms are not offered: the system default covers
+// them (set with sysctl), and BBR is the one a lossy long path needs.
+var CongestionControls = []string{"bbr", "system"}
+
 // Client is client.toml.
 type Client struct {
 	// ConnectionString is "host:port" of the server.
@@ -47,6 +55,7 @@ type ClientConn struct {
 	MaxLifetimeJitterS      int      `toml:"max_lifetime_jitter_s"`
 	PortHoppingIntervalS    int      `toml:"port_hopping_interval_s"`
 	ReconnectMaxBackoffS    int      `toml:"reconnect_max_backoff_s"`
+	CongestionControl       string   `toml:"congestion_control"` // bbr | system
 }
 
 type ClientReality struct {
@@ -150,11 +159,12 @@ type ServerQUIC struct {
 }
 
 type ServerConn struct {
-	ReuseSocket        bool `toml:"reuse_socket"`
-	HandshakeTimeoutS  int  `toml:"handshake_timeout_s"`
-	MaxHandshakesPerIP int  `toml:"max_handshakes_per_ip"` // per minute
-	MaxConcurrentAuth  int  `toml:"max_concurrent_auth"`
-	SendQueuePackets   int  `toml:"send_queue_packets"`
+	ReuseSocket        bool   `toml:"reuse_socket"`
+	HandshakeTimeoutS  int    `toml:"handshake_timeout_s"`
+	MaxHandshakesPerIP int    `toml:"max_handshakes_per_ip"` // per minute
+	MaxConcurrentAuth  int    `toml:"max_concurrent_auth"`
+	SendQueuePackets   int    `toml:"send_queue_packets"`
+	CongestionControl  string `toml:"congestion_control"` // bbr | system
 }
 
 type NAT struct {

@@ -171,7 +171,7 @@ func (d *Daemon) statusLocked() api.Status {
 				s.Connections = append(s.Connections, api.Connection{
 					Transport: l.Transport, Local: l.Local, Remote: l.Remote, Family: l.Family,
 					RTTMillis: float64(l.RTT.Microseconds()) / 1000, TxBytes: l.TxBytes, RxBytes: l.RxBytes,
-					AgeSecs: l.Age.Seconds(),
+					AgeSecs: l.Age.Seconds(), Congestion: l.Congestion,
 				})
 			}
 		}

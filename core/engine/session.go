@@ -628,6 +628,9 @@ type LinkInfo struct {
 	TxBytes       uint64 // DATA sent on it
 	RxBytes       uint64
 	Age           time.Duration
+	// Congestion is the TCP congestion control in use ("" for QUIC or
+	// when the OS does not tell).
+	Congestion string
 }
 
 // Links describes the session's connections, primary first.
@@ -640,10 +643,14 @@ func (s *Session) Links() []LinkInfo {
 		} else if ta, ok := l.c.RemoteAddr().(*net.TCPAddr); ok && ta.IP.To4() == nil {
 			fam = "ipv6"
 		}
+		var cc string
+		if t, ok := l.c.(interface{ Congestion() string }); ok {
+			cc = t.Congestion()
+		}
 		out = append(out, LinkInfo{
 			Transport: l.proto, Local: l.c.LocalAddr().String(), Remote: l.c.RemoteAddr().String(),
 			Family: fam, RTT: time.Duration(l.rtt.Load()), TxBytes: l.tx.Load(), RxBytes: l.rx.Load(),
-			Age: time.Since(l.born),
+			Age: time.Since(l.born), Congestion: cc,
 		})
 	}
 	return out

@@ -122,6 +122,7 @@ func TestE2EMalformedConfig(t *testing.T) {
 			{"bad-tunnel-network", replace(`tunnel_network = "198.51.100.1/24"`, `tunnel_network = "not-a-network"`), "tunnel_network"},
 			{"bad-tunnel-network-v6", replace(`tunnel_network_v6 = "fd00:6d:1::1/64"`, `tunnel_network_v6 = "198.51.100.1/24"`), "tunnel_network_v6"},
 			{"negative-handshake-timeout", appendText("[connection]\nhandshake_timeout_s = -5\n"), "handshake_timeout_s"},
+			{"bad-congestion-control", appendText("[connection]\ncongestion_control = \"fast\"\n"), "congestion_control"},
 			{"missing-users-file", replace(dir+"/users", dir+"/no-such-users"), "users_file"},
 			{"syntax-error", replace("bind_port = 8443", "bind_port = "), "bind_port"},
 		}
@@ -162,6 +163,7 @@ func TestE2EMalformedConfig(t *testing.T) {
 			{"unknown-protocol", replace(`enabled_protocols = ["tcp-tls"]`, `enabled_protocols = ["carrier-pigeon"]`), "enabled_protocols"},
 			{"connection-string-without-port", replace(`"127.0.0.1:9"`, `"127.0.0.1"`), "connection_string"},
 			{"bad-mux-mode", replace(`connect_timeout_s = 2`, "connect_timeout_s = 2\nmux_mode = \"random\""), "mux_mode"},
+			{"bad-congestion-control", replace(`connect_timeout_s = 2`, "connect_timeout_s = 2\ncongestion_control = \"fast\""), "congestion_control"},
 		}
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {

@@ -41,6 +41,8 @@ type ClientOptions struct {
 	Now func() time.Time
 	// Logger receives debug messages. Nil: discarded.
 	Logger *slog.Logger
+	// Congestion is the TCP congestion control to set (tlsx.TCPOptions).
+	Congestion string
 }
 
 // Conn is an established, verified reality client connection: a TLS
@@ -78,7 +80,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reality dial %s: %w", addr, err)
 	}
-	tlsx.TuneTCP(raw)
+	tlsx.TuneTCP(raw, tlsx.TCPOptions{Congestion: o.Congestion, Log: log})
 	var certKey [32]byte
 	cfg := &utls.Config{
 		ServerName: o.ServerName,

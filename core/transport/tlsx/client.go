@@ -48,6 +48,8 @@ type ClientOptions struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives warnings. Nil: discarded.
 	Logger *slog.Logger
+	// Congestion is the TCP congestion control to set (TCPOptions).
+	Congestion string
 }
 
 // Conn is an established client TLS connection.
@@ -121,7 +123,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls dial %s: %w", addr, err)
 	}
-	TuneTCP(raw)
+	TuneTCP(raw, TCPOptions{Congestion: o.Congestion, Log: o.Logger})
 
 	cfg := &utls.Config{
 		ServerName: serverName,
@@ -248,5 +250,9 @@ func (c *Conn) NegotiatedProtocol() string { return c.u.ConnectionState().Negoti
 
 // Version returns the negotiated TLS version (e.g. tls.VersionTLS13).
 func (c *Conn) Version() uint16 { return c.u.ConnectionState().Version }
+
+// Congestion is the TCP congestion control in use on the connection, read
+// back from the kernel ("" when the OS does not tell).
+func (c *Conn) Congestion() string { return Congestion(c.u.NetConn()) }
 
 var _ net.Conn = (*Conn)(nil)

@@ -121,7 +121,11 @@ func printStatus(w io.Writer, st adminStatus, now time.Time) {
 	for _, s := range st.Sessions {
 		var conns []string
 		for _, c := range s.Connections {
-			conns = append(conns, c.Transport+" "+c.Remote)
+			conn := c.Transport + " " + c.Remote
+			if c.Congestion != "" {
+				conn += " (" + c.Congestion + ")"
+			}
+			conns = append(conns, conn)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.User, strings.Join(s.Addrs, ", "),
 			now.Sub(s.Since).Round(time.Second), s.Mux, strings.Join(conns, ", "), byteSize(s.RxBytes), byteSize(s.TxBytes))
