@@ -1,16 +1,16 @@
 package server
 
-import "github.com/mirage-vpn/mirage/core/transport/quictun"
+import "github.com/mirage-vpn/mirage/core/fec"
 
 // fecCounters sum what the forward error correction of QUIC connections
-// did (quictun.FECStats), for the metrics page.
+// did (fec.ConnStats), for the metrics page.
 type fecCounters struct {
 	dataSent, paritySent                uint64
 	data, parity                        uint64
 	recovered, unrecoverable, malformed uint64
 }
 
-func (f *fecCounters) add(st quictun.FECStats) {
+func (f *fecCounters) add(st fec.ConnStats) {
 	f.dataSent += st.DataSent
 	f.paritySent += st.ParitySent
 	f.data += st.Recv.Data
@@ -21,7 +21,7 @@ func (f *fecCounters) add(st quictun.FECStats) {
 }
 
 // fecStater is a connection with FEC counters (quictun.Conn).
-type fecStater interface{ FEC() quictun.FECStats }
+type fecStater interface{ FEC() fec.ConnStats }
 
 // fecTotals is the sum over ended connections and the live ones. fecMu
 // keeps a connection from being counted twice or not at all while it

@@ -177,6 +177,7 @@ func New(o Options) (*Server, error) {
 		// left a queue too short for the inner TCP's bursts (docs/perf-wan.md).
 		queueLen:   c.Connection.SendQueuePackets,
 		queueBytes: int64(c.Connection.SendQueuePackets) * queuePacketBytes,
+		fec:        c.Connection.FEC(),
 		shaping:    c.Obfuscation.Shaping(),
 		onPadding:  o.OnPadding,
 	}

@@ -95,6 +95,27 @@ type Connection struct {
 	// Congestion is the TCP congestion control in use, e.g. "bbr" (absent
 	// for QUIC and where the OS does not tell).
 	Congestion string `json:"congestion,omitempty"`
+	// FEC is what forward error correction did on the connection (QUIC
+	// only; absent elsewhere).
+	FEC *FEC `json:"fec,omitempty"`
+}
+
+// FEC counts a QUIC connection's forward error correction, both ways.
+type FEC struct {
+	Sending    bool    `json:"sending"`   // this end protects what it sends
+	Data       int     `json:"data"`      // group shape in use: data packets
+	Parity     int     `json:"parity"`    // and parity packets per group
+	SendLoss   float64 `json:"send_loss"` // loss measured on what this end sends (auto), 0-1
+	DataSent   uint64  `json:"data_sent"`
+	ParitySent uint64  `json:"parity_sent"`
+	// What arrived from the server: packets seen, rebuilt from parity,
+	// lost for good (more losses in their group than parity), and
+	// malformed shards dropped; RecvLoss is the loss the decoder measured.
+	Seen          uint64  `json:"seen"`
+	Recovered     uint64  `json:"recovered"`
+	Unrecoverable uint64  `json:"unrecoverable"`
+	Malformed     uint64  `json:"malformed"`
+	RecvLoss      float64 `json:"recv_loss"`
 }
 
 // Profile is a stored client profile.

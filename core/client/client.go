@@ -179,6 +179,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Stats:             o.Stats,
 		Shaping:           cfg.Obfuscation.Shaping(),
 		AcceptGSO:         o.SuperTUN,
+		FEC:               cfg.Connection.FEC(),
 	}
 
 	// Dual stack: a second path over the server's other address family,
@@ -307,6 +308,8 @@ func Run(ctx context.Context, o Options) (err error) {
 			quicMTU := quictun.TunnelMTU
 			if muxMode(cfg.Connection.MuxMode) == wire.MuxRoundRobin {
 				quicMTU -= wire.SeqLen // numbered packets (SEQDATA)
+			} else if cfg.Connection.FEC() != nil {
+				quicMTU -= quictun.FECOverhead // shard header, parity's length and CRC
 			}
 			if slices.Contains(cfg.Protocols(), config.ProtoQUIC) && mtu > quicMTU {
 				// Every packet must fit one QUIC datagram; a bigger one would

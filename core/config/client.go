@@ -51,6 +51,7 @@ func (c *Client) Validate() error {
 	el.check("connection.port_hopping_interval_s", checkZeroOrRange(cc.PortHoppingIntervalS, 1, 86400))
 	el.check("connection.reconnect_max_backoff_s", checkRange(cc.ReconnectMaxBackoffS, 1, 3600))
 	el.check("connection.congestion_control", checkEnum(cc.CongestionControl, CongestionControls...))
+	checkFEC(el, cc.FECMode, cc.FECData, cc.FECParity)
 
 	reality := slices.Contains(cc.EnabledProtocols, ProtoReality)
 	r := &c.Reality

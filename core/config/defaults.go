@@ -18,6 +18,8 @@ const (
 	// DefaultCongestionControl is [connection] congestion_control on both
 	// ends: BBR for the tunnel's TCP connections (see CongestionControls).
 	DefaultCongestionControl = "bbr"
+	// DefaultFECMode is [connection] fec on both ends (see FECModes).
+	DefaultFECMode = "auto"
 
 	DefaultBindAddress        = "0.0.0.0"
 	DefaultBindPort           = 443
@@ -70,6 +72,7 @@ func (c *Client) ApplyDefaults() {
 	setInt(&cc.HandshakeTimeoutS, DefaultHandshakeTimeoutS)
 	setInt(&cc.ReconnectMaxBackoffS, DefaultReconnectMaxBackoffS)
 	setStr(&cc.CongestionControl, DefaultCongestionControl)
+	setStr(&cc.FECMode, DefaultFECMode)
 	if c.Network.Routes == nil {
 		c.Network.Routes = DefaultRoutes()
 	}
@@ -105,6 +108,7 @@ func (s *Server) ApplyDefaults() {
 	setInt(&s.Connection.MaxConcurrentAuth, DefaultMaxConcurrentAuth)
 	setInt(&s.Connection.SendQueuePackets, DefaultSendQueuePackets)
 	setStr(&s.Connection.CongestionControl, DefaultCongestionControl)
+	setStr(&s.Connection.FECMode, DefaultFECMode)
 	setStr(&s.NAT.Backend, DefaultNATBackend)
 	setStr(&s.Authentication.Type, DefaultAuthType)
 	setStr(&s.Authentication.UsersFile, DefaultUsersFile)

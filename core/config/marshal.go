@@ -50,6 +50,10 @@ func (c *Client) MarshalTOML() ([]byte, error) {
 	w.integer("reconnect_max_backoff_s", cc.ReconnectMaxBackoffS)
 	w.comment(congestionComment)
 	w.str("congestion_control", cc.CongestionControl)
+	w.comment(fecComment...)
+	w.str("fec", cc.FECMode)
+	w.integer("fec_data", cc.FECData)
+	w.integer("fec_parity", cc.FECParity)
 
 	w.table("reality")
 	w.comment("Site the reality transport imitates; must match the server's target_sni.")
@@ -159,6 +163,10 @@ func (s *Server) MarshalTOML() ([]byte, error) {
 	w.integer("send_queue_packets", c.SendQueuePackets)
 	w.comment(congestionComment)
 	w.str("congestion_control", c.CongestionControl)
+	w.comment(fecComment...)
+	w.str("fec", c.FECMode)
+	w.integer("fec_data", c.FECData)
+	w.integer("fec_parity", c.FECParity)
 
 	w.table("nat")
 	w.comment("Outgoing interfaces to masquerade client traffic on; empty = no NAT.")

@@ -78,6 +78,7 @@ func (s *Server) Validate() error {
 	el.check("connection.max_concurrent_auth", checkRange(c.MaxConcurrentAuth, 1, 1024))
 	el.check("connection.send_queue_packets", checkRange(c.SendQueuePackets, 16, 65536))
 	el.check("connection.congestion_control", checkEnum(c.CongestionControl, CongestionControls...))
+	checkFEC(el, c.FECMode, c.FECData, c.FECParity)
 
 	if s.NAT.IPv4Interface != "" {
 		el.check("nat.ipv4_interface", checkInterfaceName(s.NAT.IPv4Interface))

@@ -56,6 +56,9 @@ type ClientConn struct {
 	PortHoppingIntervalS    int      `toml:"port_hopping_interval_s"`
 	ReconnectMaxBackoffS    int      `toml:"reconnect_max_backoff_s"`
 	CongestionControl       string   `toml:"congestion_control"` // bbr | system
+	FECMode                 string   `toml:"fec"`                // auto | off
+	FECData                 int      `toml:"fec_data"`           // 0: adapt
+	FECParity               int      `toml:"fec_parity"`
 }
 
 type ClientReality struct {
@@ -165,6 +168,9 @@ type ServerConn struct {
 	MaxConcurrentAuth  int    `toml:"max_concurrent_auth"`
 	SendQueuePackets   int    `toml:"send_queue_packets"`
 	CongestionControl  string `toml:"congestion_control"` // bbr | system
+	FECMode            string `toml:"fec"`                // auto | off
+	FECData            int    `toml:"fec_data"`           // 0: adapt
+	FECParity          int    `toml:"fec_parity"`
 }
 
 type NAT struct {

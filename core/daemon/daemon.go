@@ -24,6 +24,7 @@ import (
 	"github.com/mirage-vpn/mirage/core/client"
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/fec"
 	"github.com/mirage-vpn/mirage/core/netcfg"
 	"github.com/mirage-vpn/mirage/core/tundev"
 )
@@ -171,13 +172,24 @@ func (d *Daemon) statusLocked() api.Status {
 				s.Connections = append(s.Connections, api.Connection{
 					Transport: l.Transport, Local: l.Local, Remote: l.Remote, Family: l.Family,
 					RTTMillis: float64(l.RTT.Microseconds()) / 1000, TxBytes: l.TxBytes, RxBytes: l.RxBytes,
-					AgeSecs: l.Age.Seconds(), Congestion: l.Congestion,
+					AgeSecs: l.Age.Seconds(), Congestion: l.Congestion, FEC: apiFEC(l.FEC),
 				})
 			}
 		}
 	}
 	s.HelperVersion = d.opts.Version
 	return s
+}
+
+// apiFEC is a connection's FEC counters for the local API (nil: no FEC).
+func apiFEC(st *fec.ConnStats) *api.FEC {
+	if st == nil {
+		return nil
+	}
+	r := st.Recv
+	return &api.FEC{Sending: st.Sending, Data: st.K, Parity: st.M, SendLoss: st.SendLoss,
+		DataSent: st.DataSent, ParitySent: st.ParitySent,
+		Seen: r.Data + r.Parity, Recovered: r.Recovered, Unrecoverable: r.Unrecoverable, Malformed: r.Malformed, RecvLoss: r.Loss}
 }
 
 // setLocked applies fn to the status and wakes the watchers.

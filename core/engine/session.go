@@ -631,6 +631,9 @@ type LinkInfo struct {
 	// Congestion is the TCP congestion control in use ("" for QUIC or
 	// when the OS does not tell).
 	Congestion string
+	// FEC is what the connection's forward error correction did (QUIC;
+	// nil for other transports).
+	FEC *fec.ConnStats
 }
 
 // Links describes the session's connections, primary first.
@@ -647,10 +650,15 @@ func (s *Session) Links() []LinkInfo {
 		if t, ok := l.c.(interface{ Congestion() string }); ok {
 			cc = t.Congestion()
 		}
+		var fs *fec.ConnStats
+		if f, ok := l.c.(interface{ FEC() fec.ConnStats }); ok {
+			st := f.FEC()
+			fs = &st
+		}
 		out = append(out, LinkInfo{
 			Transport: l.proto, Local: l.c.LocalAddr().String(), Remote: l.c.RemoteAddr().String(),
 			Family: fam, RTT: time.Duration(l.rtt.Load()), TxBytes: l.tx.Load(), RxBytes: l.rx.Load(),
-			Age: time.Since(l.born), Congestion: cc,
+			Age: time.Since(l.born), Congestion: cc, FEC: fs,
 		})
 	}
 	return out

@@ -53,3 +53,14 @@ func (l *lossEstimator) rate() float64 {
 	}
 	return l.lost / l.total
 }
+
+// ConnStats is what the forward error correction of one connection did,
+// both ways.
+type ConnStats struct {
+	Sending    bool    // this end sends FEC frames
+	K, M       int     // the group shape it sends with now
+	SendLoss   float64 // loss measured on what this end sends (auto only)
+	DataSent   uint64  // data shards sent
+	ParitySent uint64  // parity shards sent
+	Recv       Stats   // what the decoder saw of the peer's shards
+}

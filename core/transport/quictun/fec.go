@@ -35,15 +35,6 @@ const FECOverhead = fec.HeaderLen + 6
 // more than any datagram carries.
 const fecMaxPacket = 1500
 
-// FECStats is what a connection's forward error correction did.
-type FECStats struct {
-	Sending    bool    // this end sends FEC frames
-	K, M       int     // the group shape it sends with now
-	SendLoss   float64 // loss measured on what this end sends (auto only)
-	DataSent   uint64  // data shards sent
-	ParitySent uint64  // parity shards sent
-	Recv       fec.Stats
-}
 
 // fecSend is the sending half; under Conn.wmu.
 type fecSend struct {
@@ -89,8 +80,8 @@ func (c *Conn) EnableFEC(cfg fec.Config) error {
 }
 
 // FEC returns the counters of the connection's forward error correction.
-func (c *Conn) FEC() FECStats {
-	var st FECStats
+func (c *Conn) FEC() fec.ConnStats {
+	var st fec.ConnStats
 	c.wmu.Lock()
 	if fs := c.fs; fs != nil {
 		st.Sending = true
