@@ -21,7 +21,7 @@ import (
 //
 // With fec = "auto" the sender picks the group shape from the loss QUIC
 // itself measures on the path (quic-go's lost / sent packet counters,
-// averaged over about two seconds): no parity on a clean link, more as the
+// averaged over about a second): no parity on a clean link, more as the
 // loss grows (fec.Choose). A group that does not fill is closed after an
 // eighth of the smoothed RTT (2-20 ms), so parity for a slow flow is never
 // far behind its packets.
@@ -30,6 +30,9 @@ import (
 // datagram of a group needs (shard header, and the length and CRC a parity
 // body covers); the client lowers its TUN MTU by it when it may use FEC.
 const FECOverhead = fec.HeaderLen + 6
+
+// autoStartLoss is the loss fec = "auto" assumes before it has measured.
+const autoStartLoss = 0.01
 
 // fecMaxPacket is the longest packet the decoder accepts in a data shard:
 // more than any datagram carries.
@@ -65,7 +68,10 @@ type fecRecv struct {
 // EnableFEC makes this end send its packets with FEC: call it once the
 // peer announced wire.CapFEC.
 func (c *Conn) EnableFEC(cfg fec.Config) error {
-	k, m := fec.ChooseMaxK, 0
+	// Auto starts as for 1 % loss until QUIC has measured the path (a
+	// quarter second and 200 packets): a lossy link is protected from the
+	// first packet, a clean one drops the parity within about a second.
+	k, m := fec.Choose(autoStartLoss)
 	if !cfg.Auto() {
 		k, m = cfg.K, cfg.M
 	}
@@ -76,6 +82,9 @@ func (c *Conn) EnableFEC(cfg fec.Config) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.fs = &fecSend{enc: enc, auto: cfg.Auto(), wait: 5 * time.Millisecond}
+	if cfg.Auto() {
+		c.fs.loss = autoStartLoss
+	}
 	return nil
 }
 
@@ -195,7 +204,7 @@ func (c *Conn) adaptFEC(now time.Time) {
 	}
 	fs.lastSent, fs.lastLost = st.PacketsSent, st.PacketsLost
 	sample := float64(lost) / float64(sent)
-	fs.loss = 0.7*fs.loss + 0.3*sample
+	fs.loss = 0.5*fs.loss + 0.5*sample
 	k, m := fec.Choose(fs.loss)
 	fs.enc.SetParams(k, m)
 }
