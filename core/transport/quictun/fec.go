@@ -38,7 +38,6 @@ const autoStartLoss = 0.01
 // more than any datagram carries.
 const fecMaxPacket = 1500
 
-
 // fecSend is the sending half; under Conn.wmu.
 type fecSend struct {
 	enc  *fec.Encoder
