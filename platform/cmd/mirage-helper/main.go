@@ -6,6 +6,7 @@
 //	mirage-helper cleanup [--state-dir DIR]
 //	mirage-helper run [--socket PATH] [--state-dir DIR] [--profiles-dir DIR] [--group NAME]
 //	mirage-helper service install|uninstall|start|stop|status
+//	mirage-helper status [--socket PATH] [--json]
 package main
 
 import (
@@ -44,6 +45,8 @@ const usage = `usage:
                                                         serve the desktop app's local API
   mirage-helper service install [run flags]|uninstall|start|stop|status
                                                         manage the helper as a system service
+  mirage-helper status [--socket PATH] [--json]         the running service's tunnel: state,
+                                                        connections, FEC counters
   mirage-helper version
 `
 
@@ -72,6 +75,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stdout, stderr)
 	case "service":
 		return cmdService(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, buildinfo.String("mirage-helper", version, commit))
 		return exitOK

@@ -58,6 +58,10 @@ func TestServeLifecycle(t *testing.T) {
 	if st.State != api.Disconnected || st.HelperVersion != version {
 		t.Errorf("status = %+v, want disconnected with version %q", st, version)
 	}
+	var out, errOut bytes.Buffer
+	if code := dispatch([]string{"status", "--socket", f.socket}, &out, &errOut); code != exitOK || !strings.Contains(out.String(), "state: disconnected") {
+		t.Errorf("mirage-helper status: exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
 	if fi, err := os.Stat(f.socket); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("socket: %v, mode %v; want 0600 without the group", err, fi)
 	}
@@ -86,6 +90,8 @@ func TestDispatchErrors(t *testing.T) {
 		{"service", "bogus"},
 		{"service", "start", "extra"},
 		{"service", "install", "--bogus"},
+		{"status", "extra"},
+		{"status", "--socket", "/nonexistent/mirage-test.sock"},
 	}
 	for _, args := range cases {
 		var out, errb bytes.Buffer
@@ -114,4 +120,30 @@ func (s *syncWriter) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestPrintStatus: the status of a QUIC connection shows its FEC counters
+// both ways; a TCP connection its congestion control.
+func TestPrintStatus(t *testing.T) {
+	st := api.Status{State: api.Connected, Profile: "home", Transport: "quic", Server: "192.0.2.1:443",
+		Addresses: []string{"198.51.100.2/24"},
+		Connections: []api.Connection{
+			{Transport: "quic", Local: "192.0.2.2:5000", Remote: "192.0.2.1:443", RTTMillis: 151.2,
+				FEC: &api.FEC{Sending: true, Data: 32, Parity: 4, SendLoss: 0.0102, DataSent: 1000, ParitySent: 125,
+					Seen: 5000, Recovered: 41, Unrecoverable: 2, Malformed: 1, RecvLoss: 0.011}},
+			{Transport: "tcp-tls", Local: "192.0.2.2:5001", Remote: "192.0.2.1:443", Congestion: "bbr"},
+		}}
+	var b bytes.Buffer
+	printStatus(&b, st)
+	for _, want := range []string{
+		"state: connected (profile home)",
+		"connection 1: quic 192.0.2.2:5000 -> 192.0.2.1:443, rtt 151.2 ms",
+		"fec sent: groups of 32+4 (loss on the way out 1.02 %), 1000 packets, 125 parity",
+		"fec received: 5000 shards seen, 41 packets recovered, 2 unrecoverable, 1 malformed (loss on the way in 1.10 %)",
+		"connection 2: tcp-tls 192.0.2.2:5001 -> 192.0.2.1:443, rtt 0.0 ms, bbr",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, b.String())
+		}
+	}
 }
