@@ -831,3 +831,46 @@ func mustMarshal(t *testing.T, c interface{ MarshalTOML() ([]byte, error) }) []b
 	}
 	return out
 }
+
+// TestFECKeys: [connection] fec, fec_data and fec_parity on both ends:
+// auto by default (adapting shape), a fixed shape, off, and every bad
+// combination an error naming its key.
+func TestFECKeys(t *testing.T) {
+	if c := DefaultClient(); c.Connection.FECMode != "auto" || c.Connection.FEC() == nil || !c.Connection.FEC().Auto() {
+		t.Errorf("client default fec %q -> %+v, want auto", c.Connection.FECMode, c.Connection.FEC())
+	}
+	if s := DefaultServer(); s.Connection.FECMode != "auto" || s.Connection.FEC() == nil {
+		t.Errorf("server default fec %q, want auto", s.Connection.FECMode)
+	}
+	c := mustParseClient(t, validClientTOML+"[connection]\nfec_data = 10\nfec_parity = 3\n")
+	if f := c.Connection.FEC(); f == nil || f.K != 10 || f.M != 3 {
+		t.Errorf("fixed shape: %+v, want 10+3", f)
+	}
+	if c := mustParseClient(t, validClientTOML+"[connection]\nfec = \"off\"\n"); c.Connection.FEC() != nil {
+		t.Error("fec = off still gives an FEC config")
+	}
+	out := mustMarshal(t, c)
+	if back := mustParseClient(t, string(out)); back.Connection.FECData != 10 || back.Connection.FECParity != 3 || back.Connection.FECMode != "auto" {
+		t.Errorf("round trip: %+v", back.Connection)
+	}
+	for _, tc := range []struct{ body, key, msg string }{
+		{"fec = \"sometimes\"", "connection.fec", `must be one of auto, off (got "sometimes")`},
+		{"fec_data = 65", "connection.fec_data", "must be 0 or between 1 and 64 (got 65)"},
+		{"fec_data = 10\nfec_parity = 33", "connection.fec_parity", "must be between 0 and 32 (got 33)"},
+		{"fec_parity = 3", "connection.fec_parity", "needs fec_data"},
+		{"fec = \"off\"\nfec_data = 10", "connection.fec_data", `has no effect with fec = "off"`},
+	} {
+		for _, side := range []string{"client", "server"} {
+			var err error
+			if side == "client" {
+				_, err = ParseClient([]byte(validClientTOML+"[connection]\n"+tc.body+"\n"), "client.toml")
+			} else {
+				_, err = ParseServer([]byte("[connection]\n"+tc.body+"\n"), "server.toml")
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Key != tc.key || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("%s %q: err = %v, want %s: %s", side, tc.body, err, tc.key, tc.msg)
+			}
+		}
+	}
+}

@@ -123,6 +123,7 @@ func TestE2EMalformedConfig(t *testing.T) {
 			{"bad-tunnel-network-v6", replace(`tunnel_network_v6 = "fd00:6d:1::1/64"`, `tunnel_network_v6 = "198.51.100.1/24"`), "tunnel_network_v6"},
 			{"negative-handshake-timeout", appendText("[connection]\nhandshake_timeout_s = -5\n"), "handshake_timeout_s"},
 			{"bad-congestion-control", appendText("[connection]\ncongestion_control = \"fast\"\n"), "congestion_control"},
+			{"bad-fec", appendText("[connection]\nfec = \"sometimes\"\n"), "connection] fec"},
 			{"missing-users-file", replace(dir+"/users", dir+"/no-such-users"), "users_file"},
 			{"syntax-error", replace("bind_port = 8443", "bind_port = "), "bind_port"},
 		}
@@ -164,6 +165,7 @@ func TestE2EMalformedConfig(t *testing.T) {
 			{"connection-string-without-port", replace(`"127.0.0.1:9"`, `"127.0.0.1"`), "connection_string"},
 			{"bad-mux-mode", replace(`connect_timeout_s = 2`, "connect_timeout_s = 2\nmux_mode = \"random\""), "mux_mode"},
 			{"bad-congestion-control", replace(`connect_timeout_s = 2`, "connect_timeout_s = 2\ncongestion_control = \"fast\""), "congestion_control"},
+			{"bad-fec-parity", replace(`connect_timeout_s = 2`, "connect_timeout_s = 2\nfec_parity = 3"), "fec_parity"},
 		}
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
