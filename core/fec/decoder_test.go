@@ -400,3 +400,33 @@ func TestDataLongerThanParity(t *testing.T) {
 		t.Fatalf("recovered from a group with inconsistent parity: %d", len(s.got))
 	}
 }
+
+// TestNoParityKeepsNothing: groups with m = 0 (a clean link under auto) are
+// delivered and counted, and the decoder keeps no copy of their packets.
+func TestNoParityKeepsNothing(t *testing.T) {
+	enc, err := NewEncoder(32, 0, 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := NewDecoder(DecoderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	delivered := 0
+	pkt := make([]byte, 1400)
+	for i := range 1000 {
+		pkt[0] = byte(i)
+		enc.Add(pkt, func(s []byte) {
+			if err := dec.Receive(s, now, func([]byte) { delivered++ }); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if delivered != 1000 {
+		t.Fatalf("delivered %d of 1000", delivered)
+	}
+	if dec.held != 0 {
+		t.Fatalf("%d shard buffers held for groups without parity", dec.held)
+	}
+}
