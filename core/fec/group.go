@@ -126,9 +126,6 @@ func (d *Decoder) receiveData(g *group, h header, body []byte, deliver func([]by
 	case g.allData():
 		d.release(g)
 		return nil
-	case h.m == 0:
-		// No parity will come: nothing to rebuild, nothing to keep.
-		return nil
 	}
 	b := d.take(g)
 	if b == nil {
