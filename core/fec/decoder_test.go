@@ -175,13 +175,13 @@ func TestDuplicates(t *testing.T) {
 func TestFlushPartialGroup(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	pkts := randPackets(r, 3, 1400)
-	shards := encodeAll(t, 10, 3, 1500, pkts) // 3 data, then flushed parity
+	shards := encodeAll(t, 4, 3, 1500, pkts) // 3 of 4 data, then flushed parity: ceil(3*3/4) = 3
 	if len(shards) != 6 {
 		t.Fatalf("%d shards", len(shards))
 	}
 	for i, sh := range shards {
 		h := shardHeader(sh)
-		if wantK := map[bool]int{true: 10, false: 3}[i < 3]; h.k != wantK || h.index != i || h.m != 3 {
+		if wantK := map[bool]int{true: 4, false: 3}[i < 3]; h.k != wantK || h.index != i || h.m != 3 {
 			t.Fatalf("shard %d header %+v", i, h)
 		}
 	}
@@ -193,6 +193,33 @@ func TestFlushPartialGroup(t *testing.T) {
 	// Lost: data 1, 2 and parity 1 of 3+3 shards.
 	if st := d.Stats(); st.Unrecoverable != 0 || d.LossRate() != 0.5 {
 		t.Fatalf("stats %+v loss %v", st, d.LossRate())
+	}
+}
+
+// A group closed early gets parity in proportion to the data it got, so a
+// slow flow does not pay m shards for every packet; the receiver expects
+// exactly those shards.
+func TestFlushParityScales(t *testing.T) {
+	for _, c := range []struct{ m, k, planned, want int }{
+		{4, 32, 32, 4}, {4, 16, 32, 2}, {4, 1, 32, 1}, {4, 9, 32, 2}, {0, 5, 32, 0}, {3, 3, 10, 1}, {5, 29, 29, 5},
+	} {
+		if got := FlushParity(c.m, c.k, c.planned); got != c.want {
+			t.Errorf("FlushParity(%d, %d, %d) = %d, want %d", c.m, c.k, c.planned, got, c.want)
+		}
+	}
+	r := rand.New(rand.NewPCG(15, 16))
+	pkts := randPackets(r, 3, 1400)
+	shards := encodeAll(t, 10, 3, 1500, pkts) // 3 of 10 data: one parity
+	if len(shards) != 4 {
+		t.Fatalf("%d shards for 3 packets of a 10+3 group, want 3 + 1 parity", len(shards))
+	}
+	d := newDecoder(t, DecoderOptions{})
+	var s sink
+	feed(t, d, &s, t0, shards[0], shards[2], shards[3]) // lose data 1
+	wantAll(t, &s, pkts)
+	d.Expire(t0.Add(time.Hour))
+	if l := d.LossRate(); l != 0.25 {
+		t.Fatalf("loss %v, want 1 of 4 expected shards", l)
 	}
 }
 

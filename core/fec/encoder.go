@@ -149,7 +149,12 @@ func (e *Encoder) Flush(emit func(shard []byte)) error {
 // finish emits the parity of the open group, zeroes the accumulators and
 // opens the next group.
 func (e *Encoder) finish(emit func(shard []byte)) {
+	send := FlushParity(e.m, e.n, e.k)
 	for j := range e.m {
+		if j >= send {
+			clear(e.parity[j][:e.size])
+			continue
+		}
 		p := e.parity[j][:e.size]
 		putHeader(e.out, e.group, e.n+j, e.n, e.m)
 		copy(e.out[HeaderLen:], p)

@@ -220,7 +220,7 @@ func TestParityMatchesDocumentedFormula(t *testing.T) {
 		for _, p := range pkts {
 			size = max(size, encHeaderLen+len(p))
 		}
-		for j := range 4 {
+		for j := range FlushParity(4, n, 7) {
 			want := make([]byte, size)
 			for i, p := range pkts {
 				e := make([]byte, size)

@@ -190,11 +190,16 @@ func checkRoundTrip(t *testing.T, shards [][]byte, order []int, sent map[string]
 }
 
 // checkGroupDelivered fails if group g (shards[first:first+len(g)]) missed
-// at most m shards inside the window yet not all its packets came out.
+// no more shards inside the window than it has parity shards (m, or
+// FlushParity's share for a group closed early) yet not all its packets
+// came out.
 func checkGroupDelivered(t *testing.T, g [][]byte, first int, inWindow map[int]bool, delivered map[int]int) {
-	m := shardHeader(g[0]).m
+	m := 0 // parity shards the group got (fewer than its m when it was flushed)
 	missing := 0
-	for j := range g {
+	for j, sh := range g {
+		if !shardHeader(sh).isData() {
+			m++
+		}
 		if !inWindow[first+j] {
 			missing++
 		}

@@ -228,7 +228,11 @@ func (d *Decoder) close(g *group) {
 	n := g.dataCount()
 	expected := n
 	if g.m > 0 {
-		expected += g.m
+		planned := g.k
+		if planned == 0 { // no data arrived: assume a full group
+			planned = n
+		}
+		expected += FlushParity(g.m, n, planned)
 	}
 	got := bits.OnesCount64(g.have&mask(n)) + bits.OnesCount64(g.parity)
 	d.loss.add(max(expected-got, 0), expected)

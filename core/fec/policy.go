@@ -104,3 +104,16 @@ type Config struct {
 
 // Auto reports whether the shape adapts to the measured loss.
 func (c Config) Auto() bool { return c.K == 0 }
+
+// FlushParity is how many parity shards a group with m parity planned for
+// planned data shards gets when it closes with k of them: all m for a full
+// group, else m scaled to the data it got, rounded up (at least one), so a
+// slow flow whose groups close early pays about the full group's overhead
+// rather than m shards per packet. Both ends compute it: the receiver's
+// loss count expects exactly these shards.
+func FlushParity(m, k, planned int) int {
+	if m == 0 || k >= planned || planned <= 0 {
+		return m
+	}
+	return max(1, (m*k+planned-1)/planned)
+}
