@@ -36,7 +36,7 @@ var (
 		"Connection attempts by outcome: ok, bad_credentials, camouflage (handed to the web site or the REALITY target), replay (a replayed REALITY hello, handed to the target), timeout.",
 		[]string{"outcome"}, nil)
 	mDrops = prometheus.NewDesc("mirage_dropped_total",
-		"Dropped traffic by reason: spoofed source, no session for the destination, isolation between clients (packets), a client's full send queue (batches).",
+		"Dropped traffic by reason: spoofed source, no session for the destination, isolation between clients (packets), a client's full send queue (batches), batches that waited too long in it (queue_delay, CoDel).",
 		[]string{"reason"}, nil)
 	mQUICPacing = prometheus.NewDesc("mirage_quic_pacing_timeouts_total",
 		"QUIC receive pacing waits that timed out: a tunnel did not take its datagrams for 5 ms, and pacing paused (quictun.Gate). A steady rise means a stuck or overloaded reader.",
@@ -136,6 +136,7 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mDrops, st.IsolationDrops.Load(), "isolation")
 	counter(mDrops, st.BadPacketDrops.Load(), "bad_packet")
 	counter(mDrops, st.QueueDrops.Load(), "queue_full")
+	counter(mDrops, st.DelayDrops.Load(), "queue_delay")
 	if g := s.quicGate.Load(); g != nil {
 		counter(mQUICPacing, g.Timeouts.Load())
 	}

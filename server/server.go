@@ -62,11 +62,14 @@ type Options struct {
 
 // Stats are server-wide counters.
 type Stats struct {
-	Sessions       atomic.Int64
-	AuthFailures   atomic.Uint64
-	SpoofDrops     atomic.Uint64
-	NoRouteDrops   atomic.Uint64
-	QueueDrops     atomic.Uint64
+	Sessions     atomic.Int64
+	AuthFailures atomic.Uint64
+	SpoofDrops   atomic.Uint64
+	NoRouteDrops atomic.Uint64
+	QueueDrops   atomic.Uint64
+	// DelayDrops are batches the send queue's CoDel dropped: they had
+	// waited too long (see codel.go).
+	DelayDrops     atomic.Uint64
 	IsolationDrops atomic.Uint64
 	// BadPacketDrops counts super-packets whose offload header does not
 	// match the packet (from a client, or the TUN) or that a device refused.

@@ -25,7 +25,8 @@ const maxLinks = 16
 // outBuf is a batch of frames queued for one connection of a session.
 type outBuf struct {
 	b    []byte
-	link uint32 // index in set (or a flow hash); see session.writer
+	enq  time.Time // when it was queued (CoDel)
+	link uint32    // index in set (or a flow hash); see session.writer
 	// set is the link list the batch was mapped for (nil: pick by
 	// link % the current count).
 	set *[]*slink
@@ -278,6 +279,7 @@ func (ss *session) enqueue(ob *outBuf) {
 		return
 	}
 	ss.queued.Add(n)
+	ob.enq = time.Now()
 	select {
 	case <-ss.done:
 		ss.dequeued(ob)
@@ -301,6 +303,7 @@ func (ss *session) writer() {
 	if p := ss.srv.shaping; p != nil {
 		shaper = shaping.New(*p)
 	}
+	var aqm codel
 	for {
 		select {
 		case <-ss.done:
@@ -314,6 +317,12 @@ func (ss *session) writer() {
 			}
 		case ob := <-ss.queue:
 			queued := int64(len(ob.b)) // before padding changes it
+			now := time.Now()
+			if aqm.drop(now, now.Sub(ob.enq), ss.queued.Load()-queued) {
+				ss.srv.Stats.DelayDrops.Add(1)
+				ss.dequeued(ob)
+				continue
+			}
 			ss.sendMu.Lock()
 			if ob.set != nil && ob.set != ss.sentSet {
 				// Mapped for other connections than the last batch:
