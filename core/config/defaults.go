@@ -18,8 +18,10 @@ const (
 	// DefaultCongestionControl is [connection] congestion_control on both
 	// ends: BBR for the tunnel's TCP connections (see CongestionControls).
 	DefaultCongestionControl = "bbr"
-	// DefaultFECMode is [connection] fec on both ends (see FECModes).
-	DefaultFECMode = "auto"
+	// DefaultFECMode is [connection] fec on both ends (see FECModes) when
+	// neither fec nor fec_data is set: off, until FEC costs nothing on a
+	// clean fast link (docs/perf-wan.md, "FEC on the LAN").
+	DefaultFECMode = "off"
 
 	DefaultBindAddress        = "0.0.0.0"
 	DefaultBindPort           = 443

@@ -61,11 +61,8 @@ func TestE2EQUIC(t *testing.T) {
 	if connectedField(line, "transport") != "quic" {
 		t.Fatalf("connected over %q: %s", connectedField(line, "transport"), line)
 	}
-	// The profile has fec = "auto": packets leave room for the FEC shard
-	// header and the parity's length and CRC.
-	mtu := quictun.TunnelMTU - quictun.FECOverhead
-	if l := mustNS(t, tp.CLI, "ip", "link", "show", "dev", cliTUN); !strings.Contains(l, fmt.Sprintf("mtu %d", mtu)) || !strings.Contains(line, fmt.Sprintf("mtu=%d", mtu)) {
-		t.Errorf("tunnel MTU not sized for QUIC datagrams with FEC (%d):\n%s", mtu, l)
+	if l := mustNS(t, tp.CLI, "ip", "link", "show", "dev", cliTUN); !strings.Contains(l, fmt.Sprintf("mtu %d", quictun.TunnelMTU)) || !strings.Contains(line, fmt.Sprintf("mtu=%d", quictun.TunnelMTU)) {
+		t.Errorf("tunnel MTU not sized for QUIC datagrams:\n%s", l)
 	}
 	waitPing(t, tp.CLI, tunSrv4, 5*time.Second)
 	for _, a := range []string{tunSrv4, tunSrv6, hostAddr, hostAddr6} {
