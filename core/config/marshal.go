@@ -48,12 +48,7 @@ func (c *Client) MarshalTOML() ([]byte, error) {
 	w.integer("port_hopping_interval_s", cc.PortHoppingIntervalS)
 	w.comment("Upper bound of the reconnect backoff in seconds.")
 	w.integer("reconnect_max_backoff_s", cc.ReconnectMaxBackoffS)
-	w.comment(congestionComment)
-	w.str("congestion_control", cc.CongestionControl)
-	w.comment(fecComment...)
-	w.str("fec", cc.FECMode)
-	w.integer("fec_data", cc.FECData)
-	w.integer("fec_parity", cc.FECParity)
+	w.transportTuning(cc.CongestionControl, cc.FECMode, cc.FECData, cc.FECParity)
 
 	w.table("reality")
 	w.comment("Site the reality transport imitates; must match the server's target_sni.")
@@ -161,12 +156,7 @@ func (s *Server) MarshalTOML() ([]byte, error) {
 	w.integer("max_concurrent_auth", c.MaxConcurrentAuth)
 	w.comment("Per-client send queue, packets.")
 	w.integer("send_queue_packets", c.SendQueuePackets)
-	w.comment(congestionComment)
-	w.str("congestion_control", c.CongestionControl)
-	w.comment(fecComment...)
-	w.str("fec", c.FECMode)
-	w.integer("fec_data", c.FECData)
-	w.integer("fec_parity", c.FECParity)
+	w.transportTuning(c.CongestionControl, c.FECMode, c.FECData, c.FECParity)
 
 	w.table("nat")
 	w.comment("Outgoing interfaces to masquerade client traffic on; empty = no NAT.")
@@ -327,4 +317,15 @@ func (w *tomlWriter) result() ([]byte, error) {
 		return nil, errors.New("marshal config: empty output")
 	}
 	return w.b.Bytes(), nil
+}
+
+// transportTuning writes the [connection] keys both ends share: the TCP
+// congestion control and forward error correction.
+func (w *tomlWriter) transportTuning(congestion, fecMode string, fecData, fecParity int) {
+	w.comment(congestionComment)
+	w.str("congestion_control", congestion)
+	w.comment(fecComment...)
+	w.str("fec", fecMode)
+	w.integer("fec_data", fecData)
+	w.integer("fec_parity", fecParity)
 }

@@ -149,7 +149,12 @@ topology() {
 	ip -n $NS_S link set $VETH_S up
 	ip -n $NS_C link set $VETH_C up
 	wait_for 5 in_ns $NS_C ping -c 1 -W 1 $SRV || die "no ping reply over the veth"
-	# ip netns exec directly (not in_ns) so that $! is iperf3 itself.
+	start_iperf
+}
+
+# start_iperf runs the iperf3 server in the server namespace (ip netns exec
+# directly, not in_ns, so that $! is iperf3 itself).
+start_iperf() {
 	ip netns exec $NS_S iperf3 -s >"$WORK/iperf3-server.log" 2>&1 &
 	IPERF_PID=$!
 	wait_for 5 in_ns $NS_C timeout 1 bash -c "exec 3<>/dev/tcp/$SRV/5201" || die "iperf3 server did not start"

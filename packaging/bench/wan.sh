@@ -101,9 +101,7 @@ wan_topology() {
 	ip -n $NS_R rule add iif r1 lookup 100 pref 101
 	start_linkem 0ms 0 0
 	wait_for 5 in_ns $NS_C ping -c 1 -W 1 $SRV || die "no ping reply through the emulator"
-	ip netns exec $NS_S iperf3 -s >"$WORK/iperf3-server.log" 2>&1 &
-	IPERF_PID=$!
-	wait_for 5 in_ns $NS_C timeout 1 bash -c "exec 3<>/dev/tcp/$SRV/5201" || die "iperf3 server did not start"
+	start_iperf
 }
 
 # start_linkem RTT LOSS% RATE: (re)starts the emulator with these settings.
