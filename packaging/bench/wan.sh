@@ -186,7 +186,10 @@ verify() {
 
 wan_run() {
 	local s name rtt loss rate rep row obfs
-	obfs=$(sed -n '/^\[obfuscation\]/,/^\[/ s/^enabled = //p' "$WORK/server/server.toml")
+	obfs=false # the generated profile's own value, when there is one
+	if [[ -f $WORK/server/server.toml ]]; then
+		obfs=$(sed -n '/^\[obfuscation\]/,/^\[/ s/^enabled = //p' "$WORK/server/server.toml")
+	fi
 	for s in "${SCENARIOS_ALL[@]}"; do
 		IFS="|" read -r name rtt loss rate <<<"$s"
 		[[ " $WAN_SCEN " == *" $name "* ]] || continue
