@@ -33,8 +33,13 @@ var (
 	mTxBytes = prometheus.NewDesc("mirage_sent_bytes_total",
 		"Bytes sent to clients (framed, before TLS or QUIC).", nil, nil)
 	mHandshakes = prometheus.NewDesc("mirage_handshakes_total",
-		"Connection attempts by outcome: ok, bad_credentials, camouflage (handed to the web site or the REALITY target), replay (a replayed REALITY hello, handed to the target), timeout.",
+		"Connection attempts by outcome: ok, bad_credentials, camouflage (handed to the web site or the REALITY target), replay (a replayed REALITY hello, handed to the target), timeout, refused_source_cap (closed at accept: its source had max_pending_per_source handshakes in progress), shed_global_cap (closed to admit a newer one when max_pending_handshakes were in progress).",
 		[]string{"outcome"}, nil)
+	mLoginRefused = prometheus.NewDesc("mirage_login_refused_total",
+		"Password checks refused by the login budget without hashing: address_rate (max_handshakes_per_ip), user_backoff (too many failures for the user name), busy (every Argon2 slot taken and the queue full).",
+		[]string{"reason"}, nil)
+	mPending = prometheus.NewDesc("mirage_handshakes_pending",
+		"Connections accepted that have not authenticated yet.", nil, nil)
 	mDrops = prometheus.NewDesc("mirage_dropped_total",
 		"Dropped traffic by reason: spoofed source, no session for the destination, isolation between clients (packets), a client's full send queue (batches), batches that waited too long in it (queue_delay, CoDel).",
 		[]string{"reason"}, nil)
@@ -65,7 +70,7 @@ type serverCollector struct {
 
 func (c *serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mSessions, mConnections, mRxBytes, mRxPackets, mTxBytes,
-		mHandshakes, mDrops, mQUICPacing, mFECSent, mFECReceived, mPoolUsed, mPoolSize} {
+		mHandshakes, mPending, mLoginRefused, mDrops, mQUICPacing, mFECSent, mFECReceived, mPoolUsed, mPoolSize} {
 		ch <- d
 	}
 	if c.perUser {
@@ -131,6 +136,12 @@ func (c *serverCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(mHandshakes, st.HandshakeCamouflage.Load(), "camouflage")
 	counter(mHandshakes, st.HandshakeReplay.Load(), "replay")
 	counter(mHandshakes, st.HandshakeTimeout.Load(), "timeout")
+	counter(mHandshakes, s.pending.refusedSource.Load(), "refused_source_cap")
+	counter(mHandshakes, s.pending.shed.Load(), "shed_global_cap")
+	gauge(mPending, float64(s.pending.pending()))
+	counter(mLoginRefused, s.limiter.RefusedSource.Load(), "address_rate")
+	counter(mLoginRefused, s.limiter.RefusedUser.Load(), "user_backoff")
+	counter(mLoginRefused, s.limiter.RefusedBusy.Load(), "busy")
 	counter(mDrops, st.SpoofDrops.Load(), "spoofed_source")
 	counter(mDrops, st.NoRouteDrops.Load(), "no_route")
 	counter(mDrops, st.IsolationDrops.Load(), "isolation")

@@ -88,9 +88,6 @@ type Stats struct {
 // ticketTTL is how long a resume ticket is accepted.
 const ticketTTL = 24 * time.Hour
 
-// maxPendingHandshakes bounds connections that have not authenticated yet.
-const maxPendingHandshakes = 1024
-
 // queuePacketBytes is the full-size packet that send_queue_packets counts.
 const queuePacketBytes = 1500
 
@@ -113,7 +110,8 @@ type Server struct {
 	tlsNames      map[string]bool
 	tickets       *auth.TicketKey
 	limiter       *auth.Limiter
-	pending       chan struct{}
+	pending       *admission
+	limitLogged   atomic.Int64 // unix ns of the last "login budget" INFO line
 
 	pool4, pool6 *Pool
 	serverAddrs  []netip.Addr
@@ -170,9 +168,13 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		cfg: c, log: log, dev: o.TUN, users: o.Users, tlsConf: o.TLS, fallback: o.Fallback,
 		reality: o.Reality, tlsNames: map[string]bool{"": true},
-		tickets:  auth.NewTicketKey(),
-		limiter:  auth.NewLimiter(max(c.Connection.MaxConcurrentAuth, 1), c.Connection.MaxHandshakesPerIP),
-		pending:  make(chan struct{}, maxPendingHandshakes),
+		tickets: auth.NewTicketKey(),
+		limiter: auth.NewLimiter(max(c.Connection.MaxConcurrentAuth, 1), c.Connection.MaxHandshakesPerIP),
+		pending: newAdmission(
+			orDefault(c.Connection.MaxPendingHandshakes, config.DefaultMaxPendingHandshakes),
+			orDefault(c.Connection.MaxPendingPerSource, config.DefaultMaxPendingPerSource),
+			orDefault(c.Connection.SourcePrefixV4, config.DefaultSourcePrefixV4),
+			orDefault(c.Connection.SourcePrefixV6, config.DefaultSourcePrefixV6)),
 		pool4:    NewPool(v4),
 		sessions: map[[16]byte]*session{}, userTotals: map[string]userTotal{}, started: time.Now(),
 		// send_queue_packets full-size packets, counted in bytes: on a
@@ -283,22 +285,16 @@ func (s *Server) Close() error {
 // handleConn runs the TLS handshake and the Hello check, then either serves
 // the session or hands the connection to the fallback web site.
 func (s *Server) handleConn(raw net.Conn) {
-	select {
-	case s.pending <- struct{}{}:
-	default:
+	remote := addrOf(raw.RemoteAddr())
+	adm := s.pending.admit(remote, func() { raw.Close() })
+	if adm == nil {
+		s.log.Debug("too many handshakes in progress from this source", "remote", remote)
 		raw.Close()
 		return
 	}
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			<-s.pending
-		}
-	}
+	release := adm.release
 	defer release()
 
-	remote := addrOf(raw.RemoteAddr())
 	deadline := time.Now().Add(s.hsTimeout)
 	raw.SetDeadline(deadline)
 	stop := context.AfterFunc(s.ctx, func() { raw.Close() })
@@ -555,19 +551,15 @@ func (s *Server) authenticate(ekmFn func() ([]byte, error), h *wire.Hello, remot
 		if h.Password == "" {
 			return nil, nil, errBadCredentials
 		}
-		if !s.limiter.Allow(remote) {
-			return nil, nil, errors.New("rate limited")
-		}
-		release, err := s.limiter.Acquire(s.ctx)
-		if err != nil {
+		var err error
+		if ok, err = s.checkPassword(h.Username, h.Password, remote); err != nil {
 			return nil, nil, err
 		}
-		ok = s.users.Verify(h.Username, h.Password)
-		release()
 	}
 	if !ok {
 		return nil, nil, errBadCredentials
 	}
+	s.limiter.MarkGood(remote)
 	ticket := s.tickets.Issue(h.Username, ticketTTL)
 	if h.Join != nil {
 		ekm, err := ekmFn()
@@ -594,6 +586,60 @@ func (s *Server) authenticate(ekmFn func() ([]byte, error), h *wire.Hello, remot
 	w.Ticket = ticket
 	return ss, w, nil
 }
+
+// authWait bounds how long a login waits for an Argon2 slot.
+const authWait = 3 * time.Second
+
+// checkPassword runs one Argon2 check within the login budget: sources
+// that logged in before go first and skip the per-user back-off; others
+// are refused without hashing when their address's bucket is empty, when
+// the user name failed too often lately, or when the queue is full.
+func (s *Server) checkPassword(user, password string, remote netip.Addr) (bool, error) {
+	l := s.limiter
+	good := l.Good(remote)
+	if !good {
+		if !l.Allow(remote) {
+			l.RefusedSource.Add(1)
+			s.noteLimited()
+			return false, errors.New("rate limited: too many logins from this address")
+		}
+		if !l.UserAllowed(user) {
+			l.RefusedUser.Add(1)
+			s.noteLimited()
+			return false, errors.New("rate limited: too many failed logins for this user name")
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, authWait)
+	defer cancel()
+	release, err := l.Acquire(ctx, good)
+	if err != nil {
+		l.RefusedBusy.Add(1)
+		s.noteLimited()
+		return false, fmt.Errorf("rate limited: %w", err)
+	}
+	ok := s.users.Verify(user, password)
+	release()
+	if !ok {
+		l.UserFailed(user)
+	}
+	return ok, nil
+}
+
+// noteLimited logs, at most every limitLogEvery, that the login budget is
+// refusing attempts, with the counts so far.
+func (s *Server) noteLimited() {
+	now := time.Now().UnixNano()
+	last := s.limitLogged.Load()
+	if now-last < int64(limitLogEvery) || !s.limitLogged.CompareAndSwap(last, now) {
+		return
+	}
+	l := s.limiter
+	s.log.Info("login budget is refusing attempts (a flood?)",
+		"by_address", l.RefusedSource.Load(), "by_user_name", l.RefusedUser.Load(), "busy", l.RefusedBusy.Load())
+}
+
+// limitLogEvery spaces the login budget's INFO lines.
+const limitLogEvery = 10 * time.Second
 
 // newSession allocates addresses (honouring requests; a request for an
 // address held by another session of the same user replaces that session,
@@ -829,4 +875,13 @@ func (s *Server) readSuper(dev tundev.SuperDevice, buf []byte, sp *engine.Splitt
 	ss.stageMu.Unlock()
 	ss.flushStaged()
 	return nil
+}
+
+// orDefault returns v, or def when v is not set (a config built without
+// ApplyDefaults, as in tests).
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -12,8 +13,12 @@ import (
 const limiterMaxEntries = 1 << 16
 
 // Limiter bounds Argon2 work so that a flood of logins cannot exhaust CPU or
-// memory: a per-source token bucket (Allow) decides whether to try at all,
-// and a semaphore (Acquire) caps how many hashes run at once.
+// memory, nor push a real client's login behind it: a per-source token
+// bucket (Allow) and a per-user-name failure back-off (UserAllowed,
+// UserFailed) decide whether to try at all, and a priority semaphore
+// (Acquire) caps how many hashes run at once (so memory is bounded by that
+// many Argon2 states) and serves sources that logged in before (Good,
+// MarkGood) first.
 //
 // IPv6 sources are bucketed per /64, since one host usually owns a whole
 // /64. The table holds at most a fixed number of sources; when it is full,
@@ -21,7 +26,7 @@ const limiterMaxEntries = 1 << 16
 // only ever gives a source a fresh bucket: it never locks anyone out, and the
 // semaphore still caps total work.
 type Limiter struct {
-	sem chan struct{}
+	sem *prioSem
 
 	mu         sync.Mutex
 	burst      int           // attempts per source in a burst; 0 disables Allow
@@ -30,6 +35,12 @@ type Limiter struct {
 	maxEntries int
 	lastSweep  time.Time
 	now        func() time.Time
+
+	good  map[netip.Addr]time.Time // source -> last successful login
+	users map[string]time.Time     // user name -> failure GCRA time
+
+	// Counters of refusals, for metrics.
+	RefusedSource, RefusedUser, RefusedBusy atomic.Uint64
 }
 
 // The per-source buckets are kept as GCRA "theoretical arrival times": a
@@ -47,10 +58,12 @@ func NewLimiter(maxConcurrent int, perIPPerMinute int) *Limiter {
 		maxConcurrent = runtime.NumCPU()
 	}
 	l := &Limiter{
-		sem:        make(chan struct{}, maxConcurrent),
+		sem:        newPrioSem(maxConcurrent, maxWaitingPerSlot*maxConcurrent),
 		buckets:    map[netip.Addr]time.Time{},
 		maxEntries: limiterMaxEntries,
 		now:        time.Now,
+		good:       map[netip.Addr]time.Time{},
+		users:      map[string]time.Time{},
 	}
 	if perIPPerMinute > 0 {
 		l.burst = perIPPerMinute
@@ -120,18 +133,19 @@ func sourceKey(ip netip.Addr) netip.Addr {
 	return ip
 }
 
-// Acquire waits for a slot to run one Argon2 computation. The caller must
-// call release when done (calling it more than once is harmless). It fails
-// only if ctx ends first.
-func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
+// Acquire waits for a slot to run one Argon2 computation. Priority callers
+// (sources that logged in before, see Good) are served before the others;
+// non-priority callers fail at once with ErrBusy when maxWaiting of them are
+// already queued, so a flood from many addresses cannot build an unbounded
+// queue in front of a real client. The caller must call release when done
+// (calling it more than once is harmless). It also fails if ctx ends first.
+func (l *Limiter) Acquire(ctx context.Context, priority bool) (release func(), err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	select {
-	case l.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := l.sem.acquire(ctx, priority); err != nil {
+		return nil, err
 	}
 	var once sync.Once
-	return func() { once.Do(func() { <-l.sem }) }, nil
+	return func() { once.Do(l.sem.release) }, nil
 }

@@ -106,32 +106,32 @@ func TestLimiterBounded(t *testing.T) {
 
 func TestLimiterAcquire(t *testing.T) {
 	l := NewLimiter(2, 0)
-	r1, err := l.Acquire(context.Background())
+	r1, err := l.Acquire(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, _ := l.Acquire(context.Background())
+	r2, _ := l.Acquire(context.Background(), false)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := l.Acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := l.Acquire(ctx, false); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("third Acquire = %v, want DeadlineExceeded", err)
 	}
 	r1()
 	r1() // double release must not free a second slot
-	r3, err := l.Acquire(context.Background())
+	r3, err := l.Acquire(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel2()
-	if _, err := l.Acquire(ctx2); err == nil {
+	if _, err := l.Acquire(ctx2, false); err == nil {
 		t.Fatal("double release freed an extra slot")
 	}
 	r2()
 	r3()
 	cancelled, c := context.WithCancel(context.Background())
 	c()
-	if _, err := l.Acquire(cancelled); !errors.Is(err, context.Canceled) {
+	if _, err := l.Acquire(cancelled, false); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Acquire(cancelled) = %v", err)
 	}
 }
@@ -142,7 +142,7 @@ func TestLimiterConcurrencyCap(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Go(func() {
-			rel, err := l.Acquire(context.Background())
+			rel, err := l.Acquire(context.Background(), true) // priority: its queue is not bounded
 			if err != nil {
 				t.Error(err)
 				return

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/mirage-vpn/mirage/core/wire"
 )
 
 // Default Argon2id parameters for new hashes: the defaults of the Rust
@@ -41,8 +43,9 @@ const (
 	phcParamsOrder = "m,t,p"
 )
 
-// MaxPasswordLen bounds passwords (in bytes) accepted by Set and Verify.
-const MaxPasswordLen = 1024
+// MaxPasswordLen bounds passwords (in bytes) accepted by Set and Verify:
+// the wire's limit, so a password users add accepts can also log in.
+const MaxPasswordLen = wire.MaxPassword
 
 // b64 is the PHC "B64" encoding: standard alphabet, no padding.
 var b64 = base64.RawStdEncoding

@@ -13,10 +13,12 @@ import (
 	"sync"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/mirage-vpn/mirage/core/wire"
 )
 
-// MaxNameLen is the longest user name, in bytes.
-const MaxNameLen = 64
+// MaxNameLen is the longest user name, in bytes: the wire's limit.
+const MaxNameLen = wire.MaxUsername
 
 // maxUsersFileSize bounds what LoadUsers reads.
 const maxUsersFileSize = 16 << 20

@@ -272,6 +272,9 @@ func Run(ctx context.Context, o Options) (err error) {
 			return nil
 		}
 		if derr != nil {
+			if errors.Is(derr, engine.ErrInvalidHello) {
+				return derr // permanent: the profile must change first
+			}
 			if errors.Is(derr, engine.ErrRejected) {
 				if params.Ticket != nil {
 					// The ticket may have been refused (server restarted);

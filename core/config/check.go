@@ -2,6 +2,7 @@ package config
 
 import (
 	"github.com/mirage-vpn/mirage/core/shaping"
+	"github.com/mirage-vpn/mirage/core/wire"
 
 	"encoding/base64"
 	"encoding/hex"
@@ -265,8 +266,8 @@ func checkUsername(s string) string {
 	if s == "" {
 		return "required"
 	}
-	if len(s) > 128 {
-		return fmt.Sprintf("must be at most 128 bytes (got %d)", len(s))
+	if len(s) > wire.MaxUsername {
+		return fmt.Sprintf("must be at most %d bytes (got %d)", wire.MaxUsername, len(s))
 	}
 	for _, r := range s {
 		if r == ':' || r <= ' ' || r == 0x7f {
@@ -280,8 +281,8 @@ func checkPassword(s string) string {
 	if s == "" {
 		return "required"
 	}
-	if len(s) > 1024 {
-		return fmt.Sprintf("must be at most 1024 bytes (got %d)", len(s))
+	if len(s) > wire.MaxPassword {
+		return fmt.Sprintf("must be at most %d bytes (got %d)", wire.MaxPassword, len(s))
 	}
 	return ""
 }

@@ -537,6 +537,25 @@ func TestTypeMismatch(t *testing.T) {
 	}
 }
 
+// TestTypeMismatchHidesSecrets: a wrong-typed password or private key is
+// reported without its value (messages reach logs and the GUI).
+func TestTypeMismatchHidesSecrets(t *testing.T) {
+	for _, tc := range []struct{ in, secret string }{
+		{"connection_string = \"a:1\"\n[authentication]\npassword = 8675309", "8675309"},
+		{"connection_string = \"a:1\"\n[authentication]\npassword = [\"hunter2-secret\"]", "hunter2"},
+		{"connection_string = \"a:1\"\n[authentication]\npassword = 3.14159", "3.14159"},
+	} {
+		_, err := ParseClient([]byte(tc.in), "client.toml")
+		if err == nil || strings.Contains(err.Error(), tc.secret) || !strings.Contains(err.Error(), "[authentication] password: expected a string") {
+			t.Errorf("%q: err = %v; want a type error naming the key, without the value", tc.in, err)
+		}
+	}
+	_, err := ParseServer([]byte("[reality]\nprivate_key = 123456789"), "server.toml")
+	if err == nil || strings.Contains(err.Error(), "123456789") || !strings.Contains(err.Error(), "private_key") {
+		t.Errorf("server private_key: err = %v", err)
+	}
+}
+
 func TestSyntaxError(t *testing.T) {
 	_, err := ParseClient([]byte("connection_string = \"a:1\"\n[connection\n"), "client.toml")
 	fe := FieldErrors(err)

@@ -33,12 +33,18 @@ const (
 	DefaultKeyFile            = "key.pem"
 	DefaultMaxHandshakesPerIP = 60
 	DefaultMaxConcurrentAuth  = 4
-	DefaultSendQueuePackets   = 1024
-	DefaultNATBackend         = "auto"
-	DefaultAuthType           = "file"
-	DefaultUsersFile          = "users"
-	DefaultFallbackMode       = "static"
-	DefaultMetricsListen      = "127.0.0.1:9090"
+	// Handshakes in progress overall, and from one source prefix (an IPv4
+	// /32, an IPv6 /64).
+	DefaultMaxPendingHandshakes = 1024
+	DefaultMaxPendingPerSource  = 64
+	DefaultSourcePrefixV4       = 32
+	DefaultSourcePrefixV6       = 64
+	DefaultSendQueuePackets     = 1024
+	DefaultNATBackend           = "auto"
+	DefaultAuthType             = "file"
+	DefaultUsersFile            = "users"
+	DefaultFallbackMode         = "static"
+	DefaultMetricsListen        = "127.0.0.1:9090"
 )
 
 // DefaultEnabledProtocols is used when [connection] enabled_protocols is absent.
@@ -108,6 +114,10 @@ func (s *Server) ApplyDefaults() {
 	setInt(&s.Connection.HandshakeTimeoutS, DefaultHandshakeTimeoutS)
 	setInt(&s.Connection.MaxHandshakesPerIP, DefaultMaxHandshakesPerIP)
 	setInt(&s.Connection.MaxConcurrentAuth, DefaultMaxConcurrentAuth)
+	setInt(&s.Connection.MaxPendingHandshakes, DefaultMaxPendingHandshakes)
+	setInt(&s.Connection.MaxPendingPerSource, DefaultMaxPendingPerSource)
+	setInt(&s.Connection.SourcePrefixV4, DefaultSourcePrefixV4)
+	setInt(&s.Connection.SourcePrefixV6, DefaultSourcePrefixV6)
 	setInt(&s.Connection.SendQueuePackets, DefaultSendQueuePackets)
 	setStr(&s.Connection.CongestionControl, DefaultCongestionControl)
 	setStr(&s.Connection.FECMode, DefaultFECMode)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mirage-vpn/mirage/core/wire"
 )
 
 // linkNorm is what ParseLink(c.Link()) must equal: c normalised, without
@@ -490,7 +492,7 @@ func randomClient(r *rand.Rand) *Client {
 	c.TLS.Insecure = maybe()
 
 	c.Authentication.Username = userName()
-	c.Authentication.Password = anyString(1, 1024)
+	c.Authentication.Password = anyString(1, wire.MaxPassword)
 	if maybe() {
 		c.Authentication.Password = anyString(1, 20)
 	}

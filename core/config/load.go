@@ -204,6 +204,9 @@ func checkSchema(md *toml.MetaData, raw map[string]any, t reflect.Type, lines ma
 		if !ok {
 			continue // inside an array of tables; the parent was reported
 		}
+		if secretKeys[key[len(key)-1]] {
+			v = redacted{v}
+		}
 		if msg := typeMismatch(ft, v); msg != "" {
 			ks := key.String()
 			typ.addLine(ks, lines[ks], "%s", msg)
@@ -320,6 +323,13 @@ func lookupValue(raw map[string]any, key toml.Key) (any, bool) {
 
 // typeMismatch returns "" when the TOML value v fits Go type t, else a message.
 func typeMismatch(t reflect.Type, v any) string {
+	if r, ok := v.(redacted); ok {
+		if msg := typeMismatch(t, r.v); msg == "" {
+			return ""
+		}
+		// Same message, with the value left out.
+		return typeMismatchRedacted(t, r)
+	}
 	switch t.Kind() {
 	case reflect.String:
 		if _, ok := v.(string); ok {
@@ -366,7 +376,28 @@ func typeMismatch(t reflect.Type, v any) string {
 	return "unsupported field type " + t.String()
 }
 
+// typeMismatchRedacted describes a wrong-typed secret without its value.
+func typeMismatchRedacted(t reflect.Type, r redacted) string {
+	what := map[reflect.Kind]string{reflect.String: "a string", reflect.Int: "an integer", reflect.Float64: "a number",
+		reflect.Bool: "true or false", reflect.Struct: "a table", reflect.Slice: "an array"}[t.Kind()]
+	if what == "" {
+		what = t.Kind().String()
+	}
+	return "expected " + what + ", got " + tomlType(r) + " (value not shown: it is secret)"
+}
+
+// secretKeys are the keys whose values never appear in an error message
+// (logs and the GUI show them), even when they have the wrong type.
+var secretKeys = map[string]bool{"password": true, "private_key": true}
+
+// redacted wraps a secret value: typeMismatch sees its type, messages never
+// its content.
+type redacted struct{ v any }
+
 func tomlType(v any) string {
+	if r, ok := v.(redacted); ok {
+		return strings.SplitN(tomlType(r.v), " (", 2)[0]
+	}
 	switch v := v.(type) {
 	case string:
 		return fmt.Sprintf("a string (%q)", truncate(v, 40))

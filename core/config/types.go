@@ -162,15 +162,20 @@ type ServerQUIC struct {
 }
 
 type ServerConn struct {
-	ReuseSocket        bool   `toml:"reuse_socket"`
-	HandshakeTimeoutS  int    `toml:"handshake_timeout_s"`
-	MaxHandshakesPerIP int    `toml:"max_handshakes_per_ip"` // per minute
-	MaxConcurrentAuth  int    `toml:"max_concurrent_auth"`
-	SendQueuePackets   int    `toml:"send_queue_packets"`
-	CongestionControl  string `toml:"congestion_control"` // bbr | system
-	FECMode            string `toml:"fec"`                // auto | off
-	FECData            int    `toml:"fec_data"`           // 0: adapt
-	FECParity          int    `toml:"fec_parity"`
+	ReuseSocket        bool `toml:"reuse_socket"`
+	HandshakeTimeoutS  int  `toml:"handshake_timeout_s"`
+	MaxHandshakesPerIP int  `toml:"max_handshakes_per_ip"` // per minute
+	MaxConcurrentAuth  int  `toml:"max_concurrent_auth"`
+	// Handshakes in progress: overall, and per source prefix.
+	MaxPendingHandshakes int    `toml:"max_pending_handshakes"`
+	MaxPendingPerSource  int    `toml:"max_pending_per_source"`
+	SourcePrefixV4       int    `toml:"source_prefix_v4"`
+	SourcePrefixV6       int    `toml:"source_prefix_v6"`
+	SendQueuePackets     int    `toml:"send_queue_packets"`
+	CongestionControl    string `toml:"congestion_control"` // bbr | system
+	FECMode              string `toml:"fec"`                // auto | off
+	FECData              int    `toml:"fec_data"`           // 0: adapt
+	FECParity            int    `toml:"fec_parity"`
 }
 
 type NAT struct {

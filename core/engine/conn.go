@@ -39,6 +39,11 @@ const JoinLabel = "EXPORTER-mirage-join-v1"
 // credentials (or the ticket) were not accepted.
 var ErrRejected = errors.New("the server did not accept these credentials")
 
+// ErrInvalidHello means the session's own parameters cannot be sent (a
+// credential over the wire's limits): a permanent error, retrying cannot
+// help.
+var ErrInvalidHello = errors.New("invalid profile for the handshake")
+
 // readerSize is the buffered reader size per connection: several maximum
 // frames so a burst is decoded without extra reads.
 const readerSize = 256 << 10

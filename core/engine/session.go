@@ -201,6 +201,11 @@ func DialSession(ctx context.Context, p SessionParams) (*Session, error) {
 		Request: p.Request, MaxFrame: wire.MaxPayload, ClientVersion: p.ClientVersion,
 		Mux: p.Mux,
 	}
+	if _, err := hello.Marshal(); err != nil {
+		// The profile itself is wrong (a password over the wire's limit):
+		// no server will ever accept it, so do not dial.
+		return nil, fmt.Errorf("%w: %w", ErrInvalidHello, err)
+	}
 	var errs []error
 	for _, d := range p.Dialers {
 		hello.Caps = helloCaps(p, d.Protocol())

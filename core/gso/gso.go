@@ -53,6 +53,9 @@ func Split(pkt []byte, o Options, out [][]byte, sizes []int, offset int) (int, e
 		return 0, errors.New("gso: no output buffers")
 	}
 	if o.Type == TypeNone {
+		if len(pkt) == 0 {
+			return 0, errors.New("gso: empty packet")
+		}
 		if len(pkt) > len(out[0])-offset {
 			return 0, fmt.Errorf("gso: packet of %d bytes does not fit a %d-byte buffer", len(pkt), len(out[0])-offset)
 		}

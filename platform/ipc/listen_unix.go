@@ -24,7 +24,9 @@ func Listen(path string, policy Policy) (net.Listener, error) {
 	if path == "" {
 		return nil, errors.New("ipc: empty socket path")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	// Only the socket's own directory is created (/run/mirage); a mistyped
+	// path whose parent is missing is an error, not a tree made as root.
+	if err := os.Mkdir(filepath.Dir(path), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("ipc: socket directory: %w", err)
 	}
 	if err := removeStale(path); err != nil {

@@ -27,6 +27,10 @@ type Config struct {
 	IPv4Interface, IPv6Interface string
 	// Backend is "auto" (or empty), "nftables" or "iptables".
 	Backend string
+	// StateDir journals the forwarding settings Setup changes (Linux; the
+	// pf implementation keeps its own state file), so that the next run's
+	// CleanupLeftovers restores them after a crash. Empty: not journaled.
+	StateDir string
 }
 
 // validate rejects a Config that cannot be set up, naming the bad field.

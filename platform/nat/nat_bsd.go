@@ -76,8 +76,9 @@ func (r *Rules) Close() error {
 }
 
 // CleanupLeftovers undoes the NAT of a crashed run (anchor, sysctls, pf
-// enable) from its state file. Having none is not an error.
-func CleanupLeftovers(log *slog.Logger) error {
+// enable) from its state file (its own, so stateDir is not used). Having
+// none is not an error.
+func CleanupLeftovers(log *slog.Logger, stateDir string) error {
 	return pfNATCleanup(log, execPFNAT{}, thisNAT())
 }
 

@@ -29,7 +29,10 @@ type Rules struct {
 }
 
 // sysctlWas is a sysctl file and its value before Setup.
-type sysctlWas struct{ path, value string }
+type sysctlWas struct {
+	Path  string `json:"path"`
+	Value string `json:"value"`
+}
 
 const (
 	ipv4Forward = "/proc/sys/net/ipv4/ip_forward"
@@ -45,7 +48,7 @@ func Setup(log *slog.Logger, cfg Config) (*Rules, error) {
 	if cfg.Backend == "iptables" {
 		return nil, fmt.Errorf("nat: the iptables backend is not implemented, use nftables: %w", errors.ErrUnsupported)
 	}
-	if err := CleanupLeftovers(log); err != nil {
+	if err := CleanupLeftovers(log, cfg.StateDir); err != nil {
 		return nil, err
 	}
 	tables := plan(cfg, true)
@@ -65,21 +68,9 @@ func Setup(log *slog.Logger, cfg Config) (*Rules, error) {
 	if cfg.TunnelV6.IsValid() {
 		want = append(want, ipv6Forward)
 	}
-	for _, p := range want {
-		old, err := os.ReadFile(p)
-		if err == nil && strings.TrimSpace(string(old)) == "1" {
-			// Already on (a container's --sysctl, where /proc/sys is
-			// read-only): nothing to write or to restore.
-			continue
-		}
-		if err == nil {
-			err = os.WriteFile(p, []byte("1"), 0o644)
-		}
-		if err != nil {
-			r.Close()
-			return nil, fmt.Errorf("nat: enable forwarding (%s): %w", p, err)
-		}
-		r.sysctl = append(r.sysctl, sysctlWas{p, strings.TrimSpace(string(old))})
+	if err := r.enableForwarding(want); err != nil {
+		r.Close()
+		return nil, err
 	}
 	log.Info("nat installed", "rules", render(tables))
 	return r, nil
@@ -94,11 +85,8 @@ func (r *Rules) Close() error {
 	}
 	r.closed = true
 	var errs []error
-	for i := len(r.sysctl) - 1; i >= 0; i-- {
-		s := r.sysctl[i]
-		if err := os.WriteFile(s.path, []byte(s.value), 0o644); err != nil {
-			errs = append(errs, fmt.Errorf("restore %s: %w", s.path, err))
-		}
+	if err := restoreSysctls(r.sysctl, r.cfg.StateDir); err != nil {
+		errs = append(errs, err)
 	}
 	if err := deleteTables(); err != nil {
 		errs = append(errs, err)
@@ -109,9 +97,13 @@ func (r *Rules) Close() error {
 	return nil
 }
 
-// CleanupLeftovers deletes mirage tables left by a crashed run. Having none
-// is not an error. The forwarding sysctls are not touched.
-func CleanupLeftovers(log *slog.Logger) error {
+// CleanupLeftovers undoes what a crashed run left: the forwarding sysctls
+// it changed go back to the values journaled in stateDir (when given), and
+// its mirage tables are deleted. Having nothing to undo is not an error.
+func CleanupLeftovers(log *slog.Logger, stateDir string) error {
+	if err := restoreJournaled(log, stateDir); err != nil {
+		return err
+	}
 	n, err := countTables()
 	if err != nil {
 		return fmt.Errorf("nat: list nftables tables: %w", err)

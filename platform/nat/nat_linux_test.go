@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,7 +34,7 @@ func TestChildNAT(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if os.Getenv("MIRAGE_TEST_MODE") == "cleanup" {
 		for i := 0; i < 2; i++ {
-			if err := CleanupLeftovers(log); err != nil {
+			if err := CleanupLeftovers(log, os.Getenv("MIRAGE_TEST_STATE")); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -46,7 +47,9 @@ func TestChildNAT(t *testing.T) {
 		}
 		return
 	}
-	r, err := Setup(log, testCfg)
+	cfg := testCfg
+	cfg.StateDir = os.Getenv("MIRAGE_TEST_STATE")
+	r, err := Setup(log, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +77,7 @@ type child struct {
 
 func startChild(t *testing.T, ns, mode string) *child {
 	t.Helper()
-	cmd := nstest.Child(t, ns, "TestChildNAT", "MIRAGE_TEST_MODE="+mode)
+	cmd := nstest.Child(t, ns, "TestChildNAT", "MIRAGE_TEST_MODE="+mode, stateEnv(ns))
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = cmd.Stdout
@@ -108,10 +111,17 @@ func startChild(t *testing.T, ns, mode string) *child {
 	}
 }
 
+// stateEnv is the child's state directory for namespace ns (one per
+// namespace, so parallel tests do not share a forwarding journal).
+func stateEnv(ns string) string {
+	return "MIRAGE_TEST_STATE=" + filepath.Join(os.TempDir(), "mirage-nattest-"+ns)
+}
+
 func setupNS(t *testing.T) string {
 	nstest.RequireRoot(t)
 	nstest.RequireTool(t, "nft")
 	ns := nstest.New(t)
+	t.Cleanup(func() { os.RemoveAll(strings.TrimPrefix(stateEnv(ns), "MIRAGE_TEST_STATE=")) })
 	nstest.Run(t, ns, "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
 	nstest.Run(t, ns, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward; echo 0 > /proc/sys/net/ipv6/conf/all/forwarding")
 	// A foreign table must survive everything mirage does.
@@ -180,23 +190,48 @@ func TestNATLeftovers(t *testing.T) {
 	syscall.Kill(c.pid, syscall.SIGKILL)
 	<-c.wait
 
-	out := nstest.RunChild(t, ns, "TestChildNAT", "MIRAGE_TEST_MODE=cleanup")
+	out := nstest.RunChild(t, ns, "TestChildNAT", "MIRAGE_TEST_MODE=cleanup", stateEnv(ns))
 	if !strings.Contains(out, "--- PASS: TestChildNAT") {
 		t.Fatalf("cleanup child:\n%s", out)
 	}
 	checkRemoved(t, ns)
+	if f := forwarding(t, ns); f != "0,0" {
+		t.Errorf("forwarding after two kill -9 and a cleanup = %s, want 0,0 (restored from the journal)", f)
+	}
+}
+
+// TestNATForwardingAfterCrash: kill -9, restart, clean stop: forwarding is
+// back to what it was before the first run.
+func TestNATForwardingAfterCrash(t *testing.T) {
+	ns := setupNS(t)
+	c := startChild(t, ns, "hang")
+	syscall.Kill(c.pid, syscall.SIGKILL)
+	<-c.wait
+	if f := forwarding(t, ns); f != "1,1" {
+		t.Fatalf("forwarding while the killed run's NAT is left = %s, want 1,1", f)
+	}
+	c = startChild(t, ns, "setup")
+	checkInstalled(t, ns)
+	fmt.Fprintln(c.stdin)
+	if err := <-c.wait; err != nil {
+		t.Fatalf("child: %v\n%s", err, c.out.String())
+	}
+	checkRemoved(t, ns)
+	if f := forwarding(t, ns); f != "0,0" {
+		t.Errorf("forwarding after kill -9, restart and stop = %s, want 0,0", f)
+	}
 }
 
 func TestNATSplitLayoutAndCleanup(t *testing.T) {
 	ns := setupNS(t)
-	nstest.RunChild(t, ns, "TestChildNAT", "MIRAGE_TEST_MODE=split")
+	nstest.RunChild(t, ns, "TestChildNAT", "MIRAGE_TEST_MODE=split", stateEnv(ns))
 	if got := nstest.Run(t, ns, "nft", "list", "table", "ip", "mirage"); !strings.Contains(got, `ip saddr 192.0.2.0/24 oifname "veth0" masquerade`) {
 		t.Errorf("ip table:\n%s", got)
 	}
 	if got := nstest.Run(t, ns, "nft", "list", "table", "ip6", "mirage"); !strings.Contains(got, `ip6 saddr fd00:2::/64 oifname != "mtun0" masquerade`) {
 		t.Errorf("ip6 table:\n%s", got)
 	}
-	nstest.RunChild(t, ns, "TestChildNAT", "MIRAGE_TEST_MODE=cleanup")
+	nstest.RunChild(t, ns, "TestChildNAT", "MIRAGE_TEST_MODE=cleanup", stateEnv(ns))
 	if got := nstest.Run(t, ns, "nft", "list", "tables"); strings.Contains(got, "mirage") {
 		t.Errorf("mirage tables left after CleanupLeftovers:\n%s", got)
 	}

@@ -20,7 +20,7 @@ func Setup(log *slog.Logger, cfg Config) (*Rules, error) {
 func (r *Rules) Close() error { return nil }
 
 // CleanupLeftovers has nothing to clean on this OS.
-func CleanupLeftovers(log *slog.Logger) error { return nil }
+func CleanupLeftovers(log *slog.Logger, stateDir string) error { return nil }
 
 // Usage is not available on this OS.
 func (r *Rules) Usage() (Usage, error) {

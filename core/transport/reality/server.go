@@ -17,7 +17,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -71,6 +70,9 @@ type ServerConfig struct {
 	// MaxTimeDiff is the accepted |server time - client time|. Zero:
 	// DefaultMaxTimeDiff.
 	MaxTimeDiff time.Duration
+	// SpliceIdle closes a spliced connection idle both ways for this long.
+	// Zero: DefaultSpliceIdle.
+	SpliceIdle time.Duration
 	// DialDest opens the connection to Dest. Nil: a net.Dialer.
 	DialDest func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Now is the clock. Nil: time.Now.
@@ -88,6 +90,7 @@ type Server struct {
 	names    map[string]struct{}
 	dest     string
 	maxDiff  time.Duration
+	idle     time.Duration
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	now      func() time.Time
 	log      *slog.Logger
@@ -124,6 +127,9 @@ func NewServer(c ServerConfig) (*Server, error) {
 	if len(c.ServerNames) == 0 {
 		return nil, errors.New("reality server: at least one server name is required")
 	}
+	if c.SpliceIdle == 0 {
+		c.SpliceIdle = DefaultSpliceIdle
+	}
 	if c.MaxTimeDiff < 0 {
 		return nil, fmt.Errorf("reality server: max time difference %v is negative", c.MaxTimeDiff)
 	}
@@ -133,6 +139,7 @@ func NewServer(c ServerConfig) (*Server, error) {
 		names:    make(map[string]struct{}, len(c.ServerNames)),
 		dest:     c.Dest,
 		maxDiff:  c.MaxTimeDiff,
+		idle:     c.SpliceIdle,
 		dial:     c.DialDest,
 		now:      c.Now,
 		log:      c.Logger,
@@ -254,14 +261,15 @@ func (s *Server) Dest() string { return s.dest }
 // conn, without writing anything, and parses it. It reads exactly the
 // records of the hello (never beyond), at most MaxHelloBytes. raw is every
 // byte read, also on error, so the caller can replay them to the real site.
-// A non-zero deadline bounds the whole read; the read deadline is cleared
-// on return.
+// A non-zero deadline bounds the whole read and stays set on return: it is
+// the caller's handshake deadline, which must go on bounding the TLS
+// handshake and the Hello that follow (clearing it here once let a client
+// that finished TLS and then sent nothing hold a handshake slot forever).
 func ReadClientHello(conn net.Conn, deadline time.Time) (raw []byte, hello *tlsx.ClientHello, err error) {
 	if !deadline.IsZero() {
 		if err := conn.SetReadDeadline(deadline); err != nil {
 			return nil, nil, fmt.Errorf("reality: set deadline: %w", err)
 		}
-		defer conn.SetReadDeadline(time.Time{})
 	}
 	raw = make([]byte, 0, 2048)
 	read := func(n int) error {
@@ -459,99 +467,6 @@ func (c *replayConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Conn.Close()
-}
-
-// Splice connects conn to the real site: it dials Dest, writes replay
-// (the bytes already read from conn), then copies both ways until both
-// directions end, forwarding a half-close with CloseWrite where the
-// connection supports it. ctx bounds the whole splice; conn is closed on
-// return. The error is non-nil only if Dest could not be reached or ctx
-// ended the splice.
-func (s *Server) Splice(ctx context.Context, conn net.Conn, replay []byte) error {
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Time{})
-	dctx, cancel := context.WithTimeout(ctx, destDialTimeout)
-	up, err := s.dial(dctx, "tcp", s.dest)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("reality splice: dial %s: %w", s.dest, err)
-	}
-	defer up.Close()
-	stop := context.AfterFunc(ctx, func() {
-		conn.Close()
-		up.Close()
-	})
-	defer stop()
-	replay = appendPending(replay, conn)
-	if len(replay) > 0 {
-		if _, err := up.Write(replay); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("reality splice: write to %s: %w", s.dest, err)
-		}
-	}
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		defer func() { done <- struct{}{} }()
-		_, err := io.Copy(dst, src)
-		if err == nil && wasReset(src) {
-			err = syscall.ECONNRESET
-		}
-		if err != nil {
-			// A reset on one side is passed on as a reset (not a FIN), so
-			// the prober sees what the site did; otherwise just close.
-			// EPIPE is a reset too: a write after the peer's RST, when
-			// the other direction's read took the ECONNRESET first.
-			if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-				abort(conn)
-				abort(up)
-			}
-			conn.Close()
-			up.Close()
-			return
-		}
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			if cw.CloseWrite() == nil {
-				return
-			}
-		}
-		conn.Close()
-		up.Close()
-	}
-	go pipe(up, conn)
-	go pipe(conn, up)
-	<-done
-	<-done
-	return ctx.Err()
-}
-
-// pendingWait bounds appendPending's read: bytes the prober sent with its
-// first ones are already in the socket by the time Dest answered the dial.
-const pendingWait = 2 * time.Millisecond
-
-// appendPending appends to b what conn has already received, so the site
-// gets the prober's first bytes in one write, as from a direct connection.
-// Split writes would show: a site that reads once and closes leaves the
-// second part unread, and its kernel answers with a reset instead of a FIN
-// (`mirage-server check`'s garbage probe saw exactly that). A read error
-// is left for the copy that follows (EOF and resets are sticky or seen by
-// wasReset).
-func appendPending(b []byte, conn net.Conn) []byte {
-	if conn.SetReadDeadline(time.Now().Add(pendingWait)) != nil {
-		return b
-	}
-	defer conn.SetReadDeadline(time.Time{})
-	buf := make([]byte, 16<<10)
-	n, _ := conn.Read(buf)
-	return append(b, buf[:n]...)
-}
-
-// abort makes Close send a TCP reset instead of a FIN.
-func abort(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
 }
 
 // Handle serves one accepted connection end to end: it reads the

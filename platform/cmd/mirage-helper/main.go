@@ -116,6 +116,7 @@ func cmdConnect(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("connect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state-dir", defaultStateDir, "where OS changes are journaled for crash cleanup")
+	insecure := fs.Bool("insecure-permissions", false, "connect even when the profile is writable by other users (logged as INSECURE)")
 	file, err := parseWithFile(fs, args)
 	if err != nil {
 		return fail(stderr, "connect: %v", err)
@@ -123,9 +124,20 @@ func cmdConnect(args []string, stdout, stderr io.Writer) int {
 	if file == "" {
 		return fail(stderr, "connect: need a client.toml")
 	}
+	// The profile holds the password and decides where this root process
+	// sends all traffic: other users must not be able to change it.
+	readable, err := config.CheckPermissions(file, "client profile")
+	if errors.Is(err, config.ErrUnsafePermissions) && *insecure {
+		fmt.Fprintf(stderr, "mirage-helper: INSECURE (--insecure-permissions): %v\n", err)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fail(stderr, "connect: %v", err)
+	}
 	cfg, err := config.LoadClient(file)
 	if err != nil {
 		return fail(stderr, "%v", err)
+	}
+	if readable {
+		fmt.Fprintf(stderr, "mirage-helper: warning: %s is readable by other users and holds the password; chmod o-r it\n", file)
 	}
 	if _, err := cfg.UsableProtocols(client.Implemented); err != nil {
 		return fail(stderr, "%v", err)
@@ -176,6 +188,15 @@ func cmdCleanup(args []string, stdout, stderr io.Writer) int {
 		return exitError
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "state-dir" })
+	if _, err := os.Stat(*stateDir); err != nil && explicit {
+		// A mistyped --state-dir must not report "cleanup done".
+		if kerr := killswitch.Disable(log); kerr != nil && !errors.Is(kerr, errors.ErrUnsupported) {
+			log.Warn("removing the kill switch", "err", kerr)
+		}
+		return fail(stderr, "cleanup: state dir %s: %v (nothing journaled there was undone; the kill switch, if any, was removed)", *stateDir, err)
+	}
 	if err := cleanupAll(log, *stateDir); err != nil {
 		return fail(stderr, "cleanup: %v", err)
 	}

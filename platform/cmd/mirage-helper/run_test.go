@@ -83,7 +83,16 @@ func TestServeLifecycle(t *testing.T) {
 }
 
 func TestDispatchErrors(t *testing.T) {
+	// A profile any local user may rewrite (it decides where this root
+	// process sends all traffic) is refused before anything is changed.
+	unsafe := filepath.Join(t.TempDir(), "client.toml")
+	os.WriteFile(unsafe, []byte("connection_string = \"192.0.2.1:443\"\n[authentication]\nusername = \"u\"\npassword = \"p\"\n"), 0o600)
+	if err := os.Chmod(unsafe, 0o666); err != nil {
+		t.Fatal(err)
+	}
 	cases := [][]string{
+		{"connect", unsafe},
+		{"cleanup", "--state-dir", "/nonexistent/mirage-test-state"},
 		{"run", "extra"},
 		{"run", "--bogus"},
 		{"service"},
@@ -100,6 +109,9 @@ func TestDispatchErrors(t *testing.T) {
 		}
 		if errb.Len() == 0 {
 			t.Errorf("%q: no error message", args)
+		}
+		if args[0] == "connect" && !strings.Contains(errb.String(), "writable by other users") {
+			t.Errorf("connect with a 0666 profile: %q, want it refused for its permissions", errb.String())
 		}
 	}
 }

@@ -42,6 +42,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(cfgPath, "config", "", "server.toml")
 	dataDir := fs.String("data-dir", "", "directory for a generated default configuration")
 	stateDir := fs.String("state-dir", defaultStateDir, "where OS changes are journaled, and the admin socket")
+	insecure := fs.Bool("insecure-permissions", false, "serve even when the config, users or key file is writable by other users (logged as INSECURE)")
 	g := genFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -67,6 +68,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "%v", err)
 	}
 	log := cfg.Log.Logger(stderr)
+	if err := checkFiles(cfg, log, *insecure); err != nil {
+		return fail(stderr, "%v", err)
+	}
 	if err := run(cfg, *stateDir, log); err != nil {
 		return fail(stderr, "%v", err)
 	}
@@ -75,6 +79,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 
 // run composes the server: users, certificate, TUN, addresses, NAT, listener.
 func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
+	if err := checkNATInterfaces(cfg); err != nil {
+		return err
+	}
 	users, err := loadUsers(cfg)
 	if err != nil {
 		return err
@@ -109,7 +116,7 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 	defer site.Close()
 
 	// Undo leftovers of a crashed run before changing anything.
-	if err := nat.CleanupLeftovers(log); err != nil {
+	if err := nat.CleanupLeftovers(log, stateDir); err != nil {
 		log.Warn("removing leftover NAT rules", "err", err)
 	}
 	if err := osnet.Cleanup(log, stateDir); err != nil {
@@ -145,7 +152,7 @@ func run(cfg *config.Server, stateDir string, log *slog.Logger) error {
 	var natRules *nat.Rules
 	if cfg.NAT.IPv4Interface != "" || cfg.NAT.IPv6Interface != "" {
 		nc := nat.Config{TunInterface: name, TunnelV4: v4.Masked(), IPv4Interface: cfg.NAT.IPv4Interface,
-			IPv6Interface: cfg.NAT.IPv6Interface, Backend: cfg.NAT.Backend}
+			IPv6Interface: cfg.NAT.IPv6Interface, Backend: cfg.NAT.Backend, StateDir: stateDir}
 		if has6 {
 			nc.TunnelV6 = v6.Masked()
 		}
@@ -412,8 +419,9 @@ func ensureDataDir(dir string, g *genOpts, stdout io.Writer) (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(stdout, "# Generated %s, a users file with user %q and a self-signed certificate in %s.\n", path, firstUser, dir)
-	fmt.Fprintf(stdout, "# Client profile (also saved as %s):\n", filepath.Join(dir, "client.toml"))
-	stdout.Write(ct)
+	// The profile holds the password: it goes to a 0600 file only, never
+	// to stdout (journald, docker logs keep what a service prints).
+	fmt.Fprintf(stdout, "# The first client profile, with its password, is in %s (mode 0600): copy it to the client, or run `mirage-server invite` for a link.\n", filepath.Join(dir, "client.toml"))
 	return path, nil
 }
 
@@ -495,4 +503,27 @@ func randomPassword(n int) (string, error) {
 		b[i] = alphabet[k.Int64()]
 	}
 	return string(b), nil
+}
+
+// checkNATInterfaces makes a [nat] interface that does not exist a config
+// error: masquerading out of a missing interface would log "NAT enabled"
+// and forward nothing.
+func checkNATInterfaces(cfg *config.Server) error {
+	for _, f := range []struct{ key, name string }{
+		{"ipv4_interface", cfg.NAT.IPv4Interface}, {"ipv6_interface", cfg.NAT.IPv6Interface},
+	} {
+		if f.name == "" {
+			continue
+		}
+		if _, err := net.InterfaceByName(f.name); err != nil {
+			var have []string
+			if ifs, err := net.Interfaces(); err == nil {
+				for _, i := range ifs {
+					have = append(have, i.Name)
+				}
+			}
+			return fmt.Errorf("%s: [nat] %s: no interface %q on this host (have: %s)", cfg.Path, f.key, f.name, strings.Join(have, ", "))
+		}
+	}
+	return nil
 }
