@@ -11,6 +11,7 @@ import (
 
 	"github.com/mirage-vpn/mirage/core/config"
 	"github.com/mirage-vpn/mirage/core/engine"
+	"github.com/mirage-vpn/mirage/core/wire"
 )
 
 func TestAdmissionPerSourceAndShedding(t *testing.T) {
@@ -73,7 +74,10 @@ type localDialer struct{ addr, local string }
 
 func (d localDialer) Protocol() string { return "tcp-tls" }
 func (d localDialer) Dial(ctx context.Context) (engine.Conn, error) {
-	nd := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(d.local)}}
+	var nd net.Dialer
+	if d.local != "" {
+		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(d.local)}
+	}
 	c, err := nd.DialContext(ctx, "tcp", d.addr)
 	if err != nil {
 		return nil, err
@@ -155,10 +159,15 @@ func TestIdleBurstFromManySources(t *testing.T) {
 }
 
 // TestIdleAfterTLSClosed: a client that completes TLS and then sends
-// nothing is closed at the handshake deadline, with and without REALITY
-// on the port (REALITY's ClientHello read once cleared that deadline).
+// nothing, or only part of a Hello, is closed at the handshake deadline,
+// with and without REALITY on the port (REALITY's ClientHello read once
+// cleared that deadline).
 func TestIdleAfterTLSClosed(t *testing.T) {
-	for _, withReality := range []bool{false, true} {
+	for _, tc := range []struct {
+		withReality bool
+		partial     []byte
+	}{{false, nil}, {true, nil}, {false, []byte{byte(wire.TypeHello), 0, 40, 1, 2}}, {true, []byte{byte(wire.TypeHello), 0}}} {
+		withReality := tc.withReality
 		var addr string
 		if withReality {
 			addr = newRealityRig(t).addr // handshake timeout 2 s
@@ -169,12 +178,15 @@ func TestIdleAfterTLSClosed(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reality=%v: %v", withReality, err)
 		}
+		if tc.partial != nil {
+			c.Write(tc.partial)
+		}
 		c.SetReadDeadline(time.Now().Add(8 * time.Second))
 		start := time.Now()
 		_, err = c.Read(make([]byte, 10))
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			t.Errorf("reality=%v: idle connection after TLS not closed by the server", withReality)
+			t.Errorf("reality=%v partial=%x: idle connection after TLS not closed by the server", withReality, tc.partial)
 		} else if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("reality=%v: closed after %v, want about the 2 s handshake timeout", withReality, d)
 		}

@@ -150,6 +150,12 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 		log.Info("kill switch on")
 		defer func() {
+			if err != nil && ctx.Err() == nil {
+				// Fail closed: only the user's disconnect (ctx) or a
+				// cleanup turns the kill switch off, never an error.
+				log.Warn("kill switch stays on: traffic stays blocked until you disconnect or run `mirage-helper cleanup`", "err", err)
+				return
+			}
 			if derr := o.Firewall.Disable(); derr != nil {
 				log.Error("kill switch off", "err", derr)
 				err = errors.Join(err, derr)
@@ -244,24 +250,37 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	// reapply re-installs the applied configuration and kill switch after a
 	// network change: bypass and excluded routes follow the new gateway,
-	// the kill switch the new LAN subnets.
-	reapply := func() error {
+	// the kill switch the new LAN subnets. With the uplink down there is no
+	// route to follow: that is not an error to stop on. The kill switch
+	// stays as it was, and reapply is tried again at the next network
+	// change and before every dial until it succeeds.
+	reapplyPending := false
+	reapply := func() {
 		if applied == nil {
-			return nil
+			return
 		}
-		if err := o.Net.Set(*applied); err != nil {
-			return fmt.Errorf("configure network after a network change: %w", err)
+		err := o.Net.Set(*applied)
+		if err == nil && ks != nil {
+			err = o.Firewall.Enable(*ks)
 		}
-		if ks != nil {
-			if err := o.Firewall.Enable(*ks); err != nil {
-				return fmt.Errorf("kill switch after a network change: %w", err)
+		if err != nil {
+			if !reapplyPending {
+				log.Warn("network not usable yet; keeping the kill switch (if any) and waiting for a route", "err", err)
 			}
+			reapplyPending = true
+			return
 		}
-		return nil
+		if reapplyPending {
+			log.Info("network usable again; routes re-installed")
+		}
+		reapplyPending = false
 	}
 
 	backoff := time.Second
 	for {
+		if reapplyPending {
+			reapply()
+		}
 		// Each dial and handshake has its own timeout (connect_timeout_s,
 		// handshake_timeout_s).
 		sess, derr := engine.DialSession(ctx, params)
@@ -290,9 +309,7 @@ func Run(ctx context.Context, o Options) (err error) {
 				return nil
 			case retryNetChanged:
 				log.Info("network changed; reconnecting now")
-				if err := reapply(); err != nil {
-					return err
-				}
+				reapply()
 				backoff = time.Second
 				continue
 			}
@@ -396,9 +413,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			tunnel.Attach(nil)
 			sess.Close()
 			emit(Event{State: Reconnecting, Err: errNetChanged, NextRetry: 0, Server: target.String()})
-			if err := reapply(); err != nil {
-				return err
-			}
+			reapply()
 		}
 	}
 }

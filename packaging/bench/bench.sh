@@ -19,7 +19,8 @@
 # BENCH_MUX (flow, round_robin or active_standby: the client's mux_mode) and
 # BENCH_CONNS (1-8: parallel_connections and quic_parallel_connections; the
 # generated profile's own values when unset), BENCH_TUN_QUEUES (1-16: TUN
-# queues of both ends, exported as MIRAGE_TUN_QUEUES; one per core when unset).
+# queues of both ends, exported as MIRAGE_TUN_QUEUES; one per core when unset),
+# BENCH_FEC (auto or off: [connection] fec on both ends; the default when unset).
 # Needs root, Go (builds wireguard-go from the module proxy into a temp dir,
 # never into the repository) and installs missing Debian packages.
 # Only documentation address ranges (RFC 5737) are used.
@@ -33,7 +34,7 @@ REPS="${BENCH_REPS:-3}"
 T="${BENCH_TIME:-5}"
 MAX_SECONDS="${BENCH_MAX_SECONDS:-900}"
 ROWS_WANTED="${BENCH_ROWS:-raw wg tcp-tls reality quic}"
-MUX="${BENCH_MUX:-}" CONNS="${BENCH_CONNS:-}" TUNQ="${BENCH_TUN_QUEUES:-}"
+MUX="${BENCH_MUX:-}" CONNS="${BENCH_CONNS:-}" TUNQ="${BENCH_TUN_QUEUES:-}" FEC="${BENCH_FEC:-}"
 WG_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
 
 ID=$$
@@ -101,6 +102,7 @@ check_root() {
 	[[ -z $MUX || $MUX =~ ^(flow|round_robin|active_standby)$ ]] || die "BENCH_MUX must be flow, round_robin or active_standby, got '$MUX'"
 	[[ -z $CONNS || $CONNS =~ ^[1-8]$ ]] || die "BENCH_CONNS must be 1-8, got '$CONNS'"
 	[[ -z $TUNQ || $TUNQ =~ ^([1-9]|1[0-6])$ ]] || die "BENCH_TUN_QUEUES must be 1-16, got '$TUNQ'"
+	[[ -z $FEC || $FEC =~ ^(auto|off)$ ]] || die "BENCH_FEC must be auto or off, got '$FEC'"
 	if [[ -n $TUNQ ]]; then export MIRAGE_TUN_QUEUES=$TUNQ; fi
 	local r
 	for r in $ROWS_WANTED; do
@@ -238,12 +240,14 @@ set_obfuscation() {
 start_mirage() {
 	local transport=$1 obfs=$2
 	set_obfuscation "$WORK/server/server.toml" "$obfs"
+	if [[ -n $FEC ]]; then sed -i "s/^fec = .*/fec = \"$FEC\"/" "$WORK/server/server.toml"; fi
 	start_server
 	sed -e "s/^enabled_protocols = .*/enabled_protocols = [\"$transport\"]/" \
 		-e 's/^routes = .*/routes = []/' -e 's/^set_dns = .*/set_dns = false/' \
 		${MUX:+-e "s/^mux_mode = .*/mux_mode = \"$MUX\"/"} \
 		${CONNS:+-e "s/^parallel_connections = .*/parallel_connections = $CONNS/"} \
 		${CONNS:+-e "s/^quic_parallel_connections = .*/quic_parallel_connections = $CONNS/"} \
+		${FEC:+-e "s/^fec = .*/fec = \"$FEC\"/"} \
 		"$WORK/server/client.toml" >"$WORK/client.toml"
 	set_obfuscation "$WORK/client.toml" "$obfs"
 	chmod 600 "$WORK/client.toml"

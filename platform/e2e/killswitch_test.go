@@ -251,3 +251,49 @@ func TestE2EHelperCrashKeepsKillSwitch(t *testing.T) {
 		t.Fatalf("helper after a disconnect and a clean restart: %+v, %v", st, err)
 	}
 }
+
+// A link flap with the kill switch: the headless client's uplink goes down
+// for 10 s (the kernel drops its routes, the bypass route to the server
+// with them) and comes back as a network manager would bring it (address
+// and default routes again). The client must not exit, the block must hold
+// throughout, and the client must reconnect by itself, with its bypass
+// route back.
+func TestE2EKillSwitchLinkFlap(t *testing.T) {
+	tp := newTopology(t)
+	s := startGeneratedServer(t, tp)
+	conf := derivedClient(t, s, func(m map[string]any) {
+		table(m, "network")["kill_switch"] = true
+	})
+	c := startClient(t, tp, conf)
+	c.waitConnected(t, 1, connectTimeout)
+	waitPing(t, tp.CLI, hostAddr, 5*time.Second)
+
+	mustNS(t, tp.CLI, "ip", "link", "set", cliIf, "down")
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		if c.p.exited() {
+			t.Fatalf("the client exited when its uplink went down; stderr:\n%s", tail(c.p.Stderr(), 30))
+		}
+		if !killSwitchActive(t, tp) {
+			t.Fatal("the kill switch went away while the uplink was down")
+		}
+	}
+	mustNS(t, tp.CLI, "ip", "link", "set", cliIf, "up")
+	mustNS(t, tp.CLI, "ip", "addr", "replace", cliAddr6+"/64", "dev", cliIf, "nodad")
+	mustNS(t, tp.CLI, "ip", "route", "replace", "default", "via", rtrCliAddr)
+	mustNS(t, tp.CLI, "ip", "-6", "route", "replace", "default", "via", rtrCliAddr6)
+	// Back up, before and after the reconnect: still blocked outside.
+	if err := ping(tp.CLI, rtrCliAddr); err == nil {
+		t.Fatal("leak after the uplink came back: the LAN router answered")
+	}
+	c.waitConnected(t, 2, 60*time.Second)
+	waitPing(t, tp.CLI, hostAddr, 10*time.Second)
+	if out := mustNS(t, tp.CLI, "ip", "route", "get", srvAddr); !strings.Contains(out, "via "+rtrCliAddr+" dev "+cliIf) {
+		t.Errorf("bypass route to the server not re-installed after the flap: %s", out)
+	}
+	if !killSwitchActive(t, tp) {
+		t.Fatal("kill switch table missing after the flap")
+	}
+	if err := ping(tp.CLI, rtrCliAddr); err == nil {
+		t.Fatal("the LAN router answered outside the tunnel after the flap")
+	}
+}

@@ -165,6 +165,13 @@ func checkRemoved(t *testing.T, ns string) {
 
 func TestNATSetupClose(t *testing.T) {
 	ns := setupNS(t)
+	setupAndStop(t, ns, "after Close")
+}
+
+// setupAndStop runs a Setup child, checks the rules, stops it cleanly and
+// checks that everything is removed and forwarding is back to 0,0.
+func setupAndStop(t *testing.T, ns, when string) {
+	t.Helper()
 	c := startChild(t, ns, "setup")
 	checkInstalled(t, ns)
 	fmt.Fprintln(c.stdin)
@@ -173,7 +180,7 @@ func TestNATSetupClose(t *testing.T) {
 	}
 	checkRemoved(t, ns)
 	if f := forwarding(t, ns); f != "0,0" {
-		t.Errorf("forwarding after Close = %s, want 0,0 (restored)", f)
+		t.Errorf("forwarding %s = %s, want 0,0 (restored)", when, f)
 	}
 }
 
@@ -210,16 +217,7 @@ func TestNATForwardingAfterCrash(t *testing.T) {
 	if f := forwarding(t, ns); f != "1,1" {
 		t.Fatalf("forwarding while the killed run's NAT is left = %s, want 1,1", f)
 	}
-	c = startChild(t, ns, "setup")
-	checkInstalled(t, ns)
-	fmt.Fprintln(c.stdin)
-	if err := <-c.wait; err != nil {
-		t.Fatalf("child: %v\n%s", err, c.out.String())
-	}
-	checkRemoved(t, ns)
-	if f := forwarding(t, ns); f != "0,0" {
-		t.Errorf("forwarding after kill -9, restart and stop = %s, want 0,0", f)
-	}
+	setupAndStop(t, ns, "after kill -9, restart and stop")
 }
 
 func TestNATSplitLayoutAndCleanup(t *testing.T) {

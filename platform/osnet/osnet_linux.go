@@ -126,6 +126,12 @@ func (c *configurator) Set(cfg netcfg.Config) error {
 	owned := make([]route, 0, len(want.Routes))
 	for _, r := range want.Routes {
 		if slices.Contains(prev.Routes, r) {
+			// Ours already, but the kernel may have deleted it meanwhile
+			// (a route via a gateway goes when its link goes down):
+			// replace is idempotent and puts it back.
+			if err := replaceRoute(r); err != nil {
+				return fmt.Errorf("set network config: re-install route %s: %w", r, err)
+			}
 			owned = append(owned, r)
 			continue
 		}

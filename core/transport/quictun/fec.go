@@ -31,6 +31,17 @@ import (
 // body covers); the client lowers its TUN MTU by it when it may use FEC.
 const FECOverhead = fec.HeaderLen + 6
 
+// fecPad is the zero padding after a large data shard's packet: with it a
+// full-size packet's data shard is exactly as long as its group's parity
+// (FECOverhead more than the packet), so the tunnel's full-size packets
+// stay full-size QUIC packets, which quic-go sends in GSO batches; a
+// shorter packet ends a batch. The receiver trims it by the IP header's
+// length before decoding. Packets under fecPadMin are not padded.
+const (
+	fecPad    = FECOverhead - fec.HeaderLen
+	fecPadMin = 1200
+)
+
 // autoStartLoss is the loss fec = "auto" assumes before it has measured.
 const autoStartLoss = 0.01
 
@@ -160,7 +171,13 @@ func (c *Conn) flushFEC(gen uint64) {
 func (c *Conn) emitShard(shard []byte) {
 	fs := c.fs
 	isData := len(shard) >= fec.HeaderLen && shard[4] < shard[5]
-	err := c.sendDatagram(wire.TypeFEC, shard)
+	pad := 0
+	if isData && len(shard)-fec.HeaderLen >= fecPadMin {
+		pad = fecPad
+	}
+	c.dg = append(append(append(c.dg[:0], c.prefix...), byte(wire.TypeFEC)), shard...)
+	c.dg = append(c.dg, make([]byte, pad)...)
+	err := c.dgs.SendDatagram(c.dg)
 	var tooLarge *quic.DatagramTooLargeError
 	switch {
 	case err == nil:
@@ -223,6 +240,7 @@ func (c *Conn) receiveFEC(p []byte) bool {
 		fr.dec = d
 	}
 	fr.out = fr.out[:0]
+	p = trimPadding(p)
 	// A malformed frame is counted by the decoder and dropped; the
 	// connection goes on.
 	fr.dec.Receive(p, time.Now(), func(pkt []byte) {
@@ -239,4 +257,33 @@ func (c *Conn) receiveFEC(p []byte) bool {
 		out[i] = item{}
 	}
 	return true
+}
+
+// trimPadding removes the zero padding (fecPad) after a data shard's IP
+// packet, found from the IP header's length. Anything else is returned
+// unchanged, for the decoder to judge.
+func trimPadding(shard []byte) []byte {
+	if len(shard) < fec.HeaderLen+40 || shard[4] >= shard[5] { // parity, or too short to be padded
+		return shard
+	}
+	body := shard[fec.HeaderLen:]
+	var n int
+	switch body[0] >> 4 {
+	case 4:
+		n = int(body[2])<<8 | int(body[3])
+	case 6:
+		n = 40 + (int(body[4])<<8 | int(body[5]))
+	default:
+		return shard
+	}
+	extra := len(body) - n
+	if n < 20 || extra <= 0 || extra > fecPad {
+		return shard
+	}
+	for _, b := range body[n:] {
+		if b != 0 {
+			return shard
+		}
+	}
+	return shard[:fec.HeaderLen+n]
 }

@@ -159,3 +159,95 @@ func TestFECLargePacketUnprotected(t *testing.T) {
 		t.Fatalf("sent %d datagrams (%x…), %d stream bytes; want one plain DATA datagram", len(src.sentDG), src.sentDG, src.written.Len())
 	}
 }
+
+// ipv4Packet is an IPv4 packet of n bytes (header length field set).
+func ipv4Packet(n int, fill byte) []byte {
+	p := bytes.Repeat([]byte{fill}, n)
+	p[0] = 0x45
+	p[2], p[3] = byte(n>>8), byte(n)
+	return p
+}
+
+// Full-size packets' data shards are padded to their parity's length (so
+// they stay full-size QUIC packets) and arrive, directly or rebuilt,
+// without the padding; small packets are not padded.
+func TestFECPadsFullSizeShards(t *testing.T) {
+	src := newFakeStream()
+	a := newConn(nil, src, src, nil, testStreamID, false, nil, nil)
+	defer a.Close()
+	if err := a.EnableFEC(fec.Config{K: 4, M: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ps := [][]byte{ipv4Packet(1345, 1), ipv4Packet(1345, 2), ipv4Packet(1300, 3), ipv4Packet(80, 4)}
+	var frames []byte
+	for _, p := range ps {
+		frames = wire.AppendFrame(frames, wire.TypeData, p)
+	}
+	if _, err := a.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	shards := sentFEC(t, src)
+	if len(shards) != 5 {
+		t.Fatalf("%d shards, want 4 data + 1 parity", len(shards))
+	}
+	parity := len(shards[4])
+	if len(shards[0]) != parity || len(shards[0]) != fec.HeaderLen+1345+fecPad {
+		t.Errorf("full-size data shard %d bytes, parity %d: want both %d", len(shards[0]), parity, fec.HeaderLen+1345+fecPad)
+	}
+	if len(shards[2]) != fec.HeaderLen+1300+fecPad || len(shards[3]) != fec.HeaderLen+80 {
+		t.Errorf("data shards of 1300 and 80 bytes: %d and %d (padding only from %d bytes)", len(shards[2]), len(shards[3]), fecPadMin)
+	}
+	dst := newFakeStream()
+	b := newConn(nil, dst, dst, nil, testStreamID, false, nil, nil)
+	defer b.Close()
+	go func() {
+		for i, s := range shards {
+			if i != 1 { // lose a full-size one: rebuilt from parity
+				dst.dgIn <- append([]byte{testQSID, byte(wire.TypeFEC)}, s...)
+			}
+		}
+	}()
+	var got [][]byte
+	for _, f := range readFrames(t, b, 4) {
+		got = append(got, f.Payload)
+	}
+	slices.SortFunc(got, bytes.Compare)
+	slices.SortFunc(ps, bytes.Compare)
+	for i := range ps {
+		if !bytes.Equal(got[i], ps[i]) {
+			t.Fatalf("packet %d: %d bytes, want %d unpadded", i, len(got[i]), len(ps[i]))
+		}
+	}
+	if r := b.FEC().Recv; r.Recovered != 1 || r.Corrupt != 0 {
+		t.Fatalf("receiver stats %+v, want 1 recovered, none corrupt", r)
+	}
+}
+
+func TestTrimPadding(t *testing.T) {
+	hdr := []byte{0, 0, 0, 1, 0, 4, 1} // group 1, index 0 of k=4, m=1
+	v4 := append(append([]byte{}, hdr...), ipv4Packet(100, 9)...)
+	v6 := append(append([]byte{}, hdr...), make([]byte, 100)...)
+	v6[fec.HeaderLen] = 0x60
+	v6[fec.HeaderLen+5] = 60 // payload length: 40 + 60 = 100
+	for _, base := range [][]byte{v4, v6} {
+		padded := append(slices.Clone(base), make([]byte, fecPad)...)
+		if got := trimPadding(padded); !bytes.Equal(got, base) {
+			t.Errorf("padded shard trimmed to %d bytes, want %d", len(got), len(base))
+		}
+		if got := trimPadding(base); !bytes.Equal(got, base) {
+			t.Error("an unpadded shard was changed")
+		}
+		junk := append(slices.Clone(base), 0, 0, 7) // non-zero: not padding
+		if got := trimPadding(junk); len(got) != len(junk) {
+			t.Error("non-zero trailing bytes were trimmed")
+		}
+		long := append(slices.Clone(base), make([]byte, fecPad+1)...)
+		if got := trimPadding(long); len(got) != len(long) {
+			t.Error("more than fecPad trailing bytes were trimmed")
+		}
+	}
+	parity := append([]byte{0, 0, 0, 1, 4, 4, 1}, make([]byte, 106)...)
+	if got := trimPadding(parity); len(got) != len(parity) {
+		t.Error("a parity shard was trimmed")
+	}
+}
