@@ -29,23 +29,37 @@ import (
 // the attack. Every attack is bounded in sockets and time.
 
 // inNS runs fn on a thread that has entered network namespace ns; sockets
-// fn opens belong to ns for their whole life.
+// fn opens belong to ns for their whole life. The thread goes back to its
+// own namespace afterwards and lives on: a thread that ends takes with it
+// every child process it forked with Pdeathsig (startProc's), which is how
+// an earlier version of this killed the server under test.
 func inNS(ns string, fn func()) error {
 	errc := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread, now in ns, ends with the goroutine.
 		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open own netns: %w", err)
+			return
+		}
+		defer unix.Close(orig)
 		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("open netns %s: %w", ns, err)
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("setns %s: %w", ns, err)
 			return
 		}
 		fn()
+		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread() // back home: the thread may serve others
+		} // else stay locked: the thread, still in ns, ends with the goroutine
 		errc <- nil
 	}()
 	return <-errc
@@ -69,16 +83,22 @@ func attackerAddrs(t *testing.T, tp *topology, n int) []string {
 func holdIdle(t *testing.T, tp *topology, src string, n int) int {
 	t.Helper()
 	var conns []net.Conn
+	var dialErr error
 	err := inNS(tp.RTR, func() {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
 		for i := 0; i < n; i++ {
 			c, err := d.Dial("tcp", serverEndpoint())
 			if err != nil {
+				dialErr = err
 				return
 			}
 			conns = append(conns, c)
 		}
 	})
+	if dialErr != nil {
+		ss, _ := nsOutput(tp.SRV, "ss", "-ltnp")
+		t.Logf("attacker %s: dial %d failed: %v; server listeners:\n%s", src, len(conns)+1, dialErr, ss)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +171,8 @@ func TestE2EHostileIdleBurst(t *testing.T) {
 		total += holdIdle(t, tp, a, 64)
 	}
 	if total != 1024 {
-		t.Fatalf("attackers opened %d of 1024 sockets", total)
+		time.Sleep(time.Second)
+		t.Fatalf("attackers opened %d of 1024 sockets; server exited: %v (status %d, %v)", total, s.p.exited(), s.p.exitStatus, s.p.waitErr)
 	}
 	time.Sleep(500 * time.Millisecond)
 	fds, rss := serverUsage(s)

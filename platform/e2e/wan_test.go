@@ -8,13 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
-	"runtime"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mirage-vpn/mirage/platform/internal/linkem"
 )
@@ -78,32 +75,15 @@ func emulate(t *testing.T, tp *topology, p linkem.Params) *wanLink {
 }
 
 // openTUNIn attaches to the TUN device name inside network namespace ns. The
-// attach happens on a thread moved into ns that is thrown away afterwards;
+// attach happens on a thread moved into ns for the call (inNS);
 // the descriptor keeps working from any thread.
 func openTUNIn(ns, name string) (*os.File, error) {
-	type result struct {
-		f   *os.File
-		err error
+	var f *os.File
+	var err error
+	if nerr := inNS(ns, func() { f, err = linkem.OpenTUN(name) }); nerr != nil {
+		return nil, nerr
 	}
-	ch := make(chan result, 1)
-	go func() {
-		// Never unlocked: the thread, now in ns, ends with the goroutine.
-		runtime.LockOSThread()
-		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- result{err: fmt.Errorf("open netns %s: %w", ns, err)}
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", ns, err)}
-			return
-		}
-		f, err := linkem.OpenTUN(name)
-		ch <- result{f, err}
-	}()
-	r := <-ch
-	return r.f, r.err
+	return f, err
 }
 
 // losses returns the packets the emulator dropped at random, up and down.
