@@ -90,6 +90,14 @@ func TestMultipathFailover(t *testing.T) {
 					}
 					time.Sleep(5 * time.Millisecond)
 				}
+				// The server must have noticed too, or a packet down can
+				// still take the dead connection (a CI run lost one so).
+				for slices.ContainsFunc(onlySession(r.srv).linkList(), func(l *slink) bool { return l.c == victim }) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the server still uses the dead connection %s", gone)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
 				for port := range 8 {
 					up := tundevtest.UDP(v4, internet4, []byte{byte(i), byte(port), 'u'})
 					up[20] = byte(port)
