@@ -26,6 +26,20 @@ func sentFEC(t *testing.T, fs *fakeStream) [][]byte {
 	return out
 }
 
+// writeFEC writes ps as DATA frames to a, whose stream is src, and returns
+// the FEC shards that went out.
+func writeFEC(t *testing.T, a *Conn, src *fakeStream, ps [][]byte) [][]byte {
+	t.Helper()
+	var frames []byte
+	for _, p := range ps {
+		frames = wire.AppendFrame(frames, wire.TypeData, p)
+	}
+	if _, err := a.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	return sentFEC(t, src)
+}
+
 func packets(n int) [][]byte {
 	var ps [][]byte
 	for i := range n {
@@ -45,14 +59,7 @@ func TestFECRecoversLostDatagrams(t *testing.T) {
 		t.Fatal(err)
 	}
 	ps := packets(8)
-	var frames []byte
-	for _, p := range ps {
-		frames = wire.AppendFrame(frames, wire.TypeData, p)
-	}
-	if _, err := a.Write(frames); err != nil {
-		t.Fatal(err)
-	}
-	shards := sentFEC(t, src)
+	shards := writeFEC(t, a, src, ps)
 	if len(shards) != 12 {
 		t.Fatalf("%d shards sent for 8 packets in groups of 4+2, want 12", len(shards))
 	}
@@ -179,14 +186,7 @@ func TestFECPadsFullSizeShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	ps := [][]byte{ipv4Packet(1345, 1), ipv4Packet(1345, 2), ipv4Packet(1300, 3), ipv4Packet(80, 4)}
-	var frames []byte
-	for _, p := range ps {
-		frames = wire.AppendFrame(frames, wire.TypeData, p)
-	}
-	if _, err := a.Write(frames); err != nil {
-		t.Fatal(err)
-	}
-	shards := sentFEC(t, src)
+	shards := writeFEC(t, a, src, ps)
 	if len(shards) != 5 {
 		t.Fatalf("%d shards, want 4 data + 1 parity", len(shards))
 	}
