@@ -146,6 +146,14 @@ func (d *Decoder) Tracked() int {
 // deliver was still called is a data shard longer than its group's parity
 // says it may be: the packet is real, the group's parity is then ignored.
 func (d *Decoder) Receive(shard []byte, now time.Time, deliver func(pkt []byte)) error {
+	return d.ReceiveAt(shard, now, func(_ uint32, _ int, pkt []byte) { deliver(pkt) })
+}
+
+// ReceiveAt is Receive for a caller that needs to know where each packet
+// stood in the sender's sequence (to deliver in order): deliver also gets
+// the packet's group number and data index. Rebuilt packets of a group are
+// delivered in index order.
+func (d *Decoder) ReceiveAt(shard []byte, now time.Time, deliver func(group uint32, index int, pkt []byte)) error {
 	d.stats.Shards++
 	h, err := parseHeader(shard)
 	if err != nil {
@@ -167,7 +175,7 @@ func (d *Decoder) Receive(shard []byte, now time.Time, deliver func(pkt []byte))
 	if g == nil { // behind the window
 		if h.isData() {
 			d.stats.Late++
-			deliver(body)
+			deliver(h.group, h.index, body)
 		} else {
 			d.stats.Stale++
 		}

@@ -94,7 +94,7 @@ func (g *group) checkParity(h header, bodyLen int) error {
 	return nil
 }
 
-func (d *Decoder) receiveData(g *group, h header, body []byte, deliver func([]byte)) error {
+func (d *Decoder) receiveData(g *group, h header, body []byte, deliver func(uint32, int, []byte)) error {
 	if err := g.checkData(h); err != nil {
 		d.stats.Malformed++
 		return err
@@ -115,7 +115,7 @@ func (d *Decoder) receiveData(g *group, h header, body []byte, deliver func([]by
 	} else {
 		d.stats.Delivered++
 	}
-	deliver(body)
+	deliver(h.group, h.index, body)
 	switch {
 	case g.done:
 		return nil
@@ -137,7 +137,7 @@ func (d *Decoder) receiveData(g *group, h header, body []byte, deliver func([]by
 	return nil
 }
 
-func (d *Decoder) receiveParity(g *group, h header, body []byte, deliver func([]byte)) error {
+func (d *Decoder) receiveParity(g *group, h header, body []byte, deliver func(uint32, int, []byte)) error {
 	if err := g.checkParity(h, len(body)); err != nil {
 		d.stats.Malformed++
 		return err
@@ -174,7 +174,7 @@ func (d *Decoder) receiveParity(g *group, h header, body []byte, deliver func([]
 // recover rebuilds the missing data shards of g once it has as many shards
 // as data shards, delivers those whose length and CRC check out, and
 // releases the group's buffers.
-func (d *Decoder) recover(g *group, deliver func([]byte)) {
+func (d *Decoder) recover(g *group, deliver func(uint32, int, []byte)) {
 	k := g.pk
 	if g.done || k == 0 || bits.OnesCount64(g.have&mask(k))+bits.OnesCount64(g.parity) < k {
 		return
@@ -215,7 +215,7 @@ func (d *Decoder) recover(g *group, deliver func([]byte)) {
 		}
 		g.dlv |= bit
 		d.stats.Recovered++
-		deliver(pkt)
+		deliver(g.id, i, pkt)
 	}
 }
 

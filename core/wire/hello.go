@@ -40,6 +40,7 @@ const (
 	welcomeQUICPorts  = 11
 	welcomePublicAddr = 12
 	welcomeCaps       = 13
+	welcomePathFECKey = 14
 )
 
 // Limits enforced by the decoders.
@@ -71,7 +72,15 @@ const (
 	// by forward error correction and takes FEC frames (QUIC only). Each
 	// end sends FEC frames only when the other announced it.
 	CapFEC uint32 = 1 << 2
+	// CapPathFEC (Hello and Welcome): this end protects the QUIC packets
+	// themselves, below QUIC (quictun's path FEC), and decodes the peer's.
+	// A Welcome with it carries PathFECKey. Supersedes CapFEC: an end that
+	// agreed on both uses path FEC only.
+	CapPathFEC uint32 = 1 << 3
 )
+
+// PathFECKeyLen is the length of Welcome.PathFECKey.
+const PathFECKeyLen = 16
 
 // Hello is the client's first message on a connection.
 type Hello struct {
@@ -116,6 +125,10 @@ type Welcome struct {
 	PublicAddrs []netip.Addr
 	// Caps are the server's capability bits (CapGSO).
 	Caps uint32
+	// PathFECKey keys the masks and tags of path FEC trailers (with
+	// CapPathFEC; zero: absent). It is the server's, shared by its
+	// clients: it only hides the trailers' structure from the path.
+	PathFECKey [PathFECKeyLen]byte
 }
 
 func appendTLV(b []byte, tag byte, v []byte) []byte {
@@ -374,6 +387,9 @@ func (w *Welcome) Marshal() ([]byte, error) {
 	if w.Caps != 0 {
 		b = appendTLV(b, welcomeCaps, binary.BigEndian.AppendUint32(nil, w.Caps))
 	}
+	if w.PathFECKey != [PathFECKeyLen]byte{} {
+		b = appendTLV(b, welcomePathFECKey, w.PathFECKey[:])
+	}
 	if len(b) > MaxHandshakePayload {
 		return nil, errors.New("wire: welcome too large")
 	}
@@ -477,6 +493,11 @@ func UnmarshalWelcome(p []byte) (*Welcome, error) {
 				return errors.New("capabilities: want 4 bytes")
 			}
 			w.Caps = binary.BigEndian.Uint32(v)
+		case welcomePathFECKey:
+			if len(v) != PathFECKeyLen {
+				return fmt.Errorf("path fec key: want %d bytes", PathFECKeyLen)
+			}
+			copy(w.PathFECKey[:], v)
 		}
 		return nil
 	})

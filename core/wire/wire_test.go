@@ -31,7 +31,8 @@ func sampleWelcome() *Welcome {
 		Keepalive:   25, Ticket: []byte("ticket"), MaxFrame: 65535,
 		QUICPorts:   [2]uint16{443, 20100},
 		PublicAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fd00::1")},
-		Caps:        CapGSO,
+		Caps:        CapGSO | CapPathFEC,
+		PathFECKey:  [PathFECKeyLen]byte{9, 8, 7},
 	}
 }
 
@@ -107,6 +108,9 @@ func TestWelcomeErrors(t *testing.T) {
 		if _, err := UnmarshalWelcome(append(bad, ports...)); err == nil {
 			t.Errorf("quic ports %v accepted", ports)
 		}
+	}
+	if _, err := UnmarshalWelcome(append(append([]byte{}, good...), welcomePathFECKey, 0, 2, 0, 2)); err == nil {
+		t.Error("a 2-byte path FEC key was accepted")
 	}
 	if _, err := UnmarshalWelcome(append(append([]byte{}, good...), welcomeCaps, 0, 2, 0, 2)); err == nil {
 		t.Error("2-byte capabilities accepted")

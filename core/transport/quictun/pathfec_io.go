@@ -1,0 +1,229 @@
+package quictun
+
+import (
+	"crypto/cipher"
+	"crypto/subtle"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/mirage-vpn/mirage/core/fec"
+)
+
+// receive handles one datagram from addr: a plain packet is ready at once,
+// a protected one goes through the peer's decoder and hold.
+func (c *PathFEC) receive(b []byte, addr net.Addr, now time.Time) {
+	blk := c.block.Load()
+	ap, ok := addrPort(addr)
+	if blk == nil || !ok || len(b) < pathMinPacket+pathTrailerLen || b[0]&0x80 != 0 {
+		c.plain(b, addr)
+		return
+	}
+	n := len(b) - pathTrailerLen
+	tr := b[n:]
+	// A parity packet's sample is its (encrypted) body, a data packet's
+	// its ciphertext: both start after the connection ID.
+	m := c.mask(*blk, b[pathHeaderLen:])
+	if subtle.ConstantTimeCompare(tr[fec.HeaderLen+1:], m[fec.HeaderLen+1:pathTrailerLen]) != 1 {
+		c.plain(b, addr)
+		return
+	}
+	p := c.peer(ap, true, now)
+	if p == nil {
+		return // too many peers: dropped like a lost packet
+	}
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	p.framedAt = now
+	var hdr [fec.HeaderLen]byte
+	for i := range hdr {
+		hdr[i] = tr[i] ^ m[i]
+	}
+	p.takeReport(tr[fec.HeaderLen] ^ m[fec.HeaderLen])
+	group := uint32(hdr[0])<<24 | uint32(hdr[1])<<16 | uint32(hdr[2])<<8 | uint32(hdr[3])
+	index, k, mm := int(hdr[4]), int(hdr[5]), int(hdr[6])
+	p.shard = append(p.shard[:0], hdr[:]...)
+	if index < k {
+		p.shard = append(p.shard, b[:n]...)
+	} else {
+		body := b[pathHeaderLen:n]
+		start := len(p.shard)
+		p.shard = append(p.shard, body...)
+		parityStream(*blk, hdr).XORKeyStream(p.shard[start:], body)
+	}
+	p.hold.learn(group, index, k, mm)
+	out := func(pkt []byte) { c.ready = append(c.ready, readyPkt{p: append([]byte(nil), pkt...), addr: addr}) }
+	// A malformed shard is counted by the decoder and dropped.
+	p.dec.ReceiveAt(p.shard, now, func(g uint32, i int, pkt []byte) {
+		p.hold.offer(pos{g, i}, pkt, now, out)
+	})
+	if len(p.hold.held) > 0 {
+		c.holding[p] = struct{}{}
+	}
+}
+
+// takeReport records the loss the peer reports on our packets.
+func (p *pathPeer) takeReport(q byte) {
+	if q != lossUnknown {
+		p.report.Store(int32(q))
+	}
+}
+
+// reported is the loss the peer last reported (-1: none yet).
+func (p *pathPeer) reported() float64 {
+	q := p.report.Load()
+	if q < 0 {
+		return -1
+	}
+	return float64(q) / 1000
+}
+
+func (c *PathFEC) plain(b []byte, addr net.Addr) {
+	c.ready = append(c.ready, readyPkt{p: append([]byte(nil), b...), addr: addr})
+}
+
+// parityStream is the keystream that encrypts a parity body: AES-CTR under
+// the key with the shard header as IV.
+func parityStream(blk cipher.Block, hdr [fec.HeaderLen]byte) cipher.Stream {
+	var iv [16]byte
+	copy(iv[:], hdr[:])
+	iv[15] = 'P'
+	return cipher.NewCTR(blk, iv[:])
+}
+
+// WriteTo sends a packet of quic-go's: protected when this end frames to
+// addr, plain otherwise.
+func (c *PathFEC) WriteTo(b []byte, addr net.Addr) (int, error) {
+	p := c.sendPeer(addr)
+	if p == nil || len(b) < pathMinPacket || len(b) > InitialPacketSize || b[0]&0x80 != 0 {
+		return c.pc.WriteTo(b, addr)
+	}
+	blk := c.block.Load()
+	now := time.Now()
+	p.smu.Lock()
+	defer p.smu.Unlock()
+	if p.enc == nil {
+		enc, err := newPathEncoder(*c.cfg.Load())
+		if err != nil {
+			return c.pc.WriteTo(b, addr)
+		}
+		p.enc = enc
+	}
+	p.adapt(c.cfg.Load(), now)
+	copy(p.dcid[:], b[1:pathHeaderLen])
+	var werr error
+	emit := func(shard []byte) {
+		if err := c.emit(p, *blk, shard, addr); err != nil && werr == nil {
+			werr = err
+		}
+	}
+	if err := p.enc.Add(b, emit); err != nil {
+		return c.pc.WriteTo(b, addr)
+	}
+	if p.enc.Pending() == 1 { // a new group: bound its wait for parity
+		p.gen++
+		gen := p.gen
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+		p.timer = time.AfterFunc(pathFlushWait, func() { c.flush(p, gen, addr) })
+	}
+	if werr != nil {
+		return 0, werr
+	}
+	return len(b), nil
+}
+
+// sendPeer returns the peer state for addr when this end frames to it.
+func (c *PathFEC) sendPeer(addr net.Addr) *pathPeer {
+	if c.cfg.Load() == nil || c.block.Load() == nil {
+		return nil
+	}
+	ap, ok := addrPort(addr)
+	if !ok {
+		return nil
+	}
+	now := time.Now()
+	if !c.respond {
+		return c.peer(ap, true, now)
+	}
+	p := c.peer(ap, false, now)
+	if p == nil {
+		return nil
+	}
+	p.rmu.Lock()
+	recent := now.Sub(p.framedAt) < pathPeerIdle
+	p.rmu.Unlock()
+	if !recent {
+		return nil
+	}
+	return p
+}
+
+// flush closes the group gen if it is still open.
+func (c *PathFEC) flush(p *pathPeer, gen uint64, addr net.Addr) {
+	blk := c.block.Load()
+	p.smu.Lock()
+	defer p.smu.Unlock()
+	if p.gen != gen || p.enc.Pending() == 0 || blk == nil {
+		return
+	}
+	p.enc.Flush(func(shard []byte) { c.emit(p, *blk, shard, addr) })
+}
+
+// adapt sets the group shape from the peer's loss report (auto only);
+// p.smu is held.
+func (p *pathPeer) adapt(cfg *fec.Config, now time.Time) {
+	loss := p.reported()
+	if cfg == nil || !cfg.Auto() || now.Before(p.nextAdapt) || loss < 0 {
+		return
+	}
+	p.nextAdapt = now.Add(250 * time.Millisecond)
+	k, m := fec.Choose(loss)
+	p.enc.SetParams(k, m)
+}
+
+// emit sends one shard as a datagram; p.smu is held.
+func (c *PathFEC) emit(p *pathPeer, blk cipher.Block, shard []byte, addr net.Addr) error {
+	var hdr [fec.HeaderLen]byte
+	copy(hdr[:], shard)
+	body := shard[fec.HeaderLen:]
+	isData := hdr[4] < hdr[5]
+	w := p.wbuf[:0]
+	if isData {
+		w = append(w, body...)
+	} else {
+		w = append(w, 0x40|byte(mrand.Uint32())&0x1f)
+		w = append(w, p.dcid[:]...)
+		start := len(w)
+		w = append(w, body...)
+		parityStream(blk, hdr).XORKeyStream(w[start:], body)
+	}
+	m := c.mask(blk, w[pathHeaderLen:])
+	for i := range hdr {
+		w = append(w, hdr[i]^m[i])
+	}
+	w = append(w, c.lossReport(p)^m[fec.HeaderLen])
+	w = append(w, m[fec.HeaderLen+1:pathTrailerLen]...)
+	p.wbuf = w
+	if _, err := c.pc.WriteTo(w, addr); err != nil {
+		return err
+	}
+	if isData {
+		p.dataSent++
+	} else {
+		p.paritySent++
+	}
+	return nil
+}
+
+// lossReport is the loss this end measures on p's shards, in 0.1 % units.
+func (c *PathFEC) lossReport(p *pathPeer) byte {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	if p.dec == nil || p.dec.Stats().GroupsClosed < 8 {
+		return lossUnknown
+	}
+	return byte(min(math.Round(p.dec.LossRate()*1000), lossUnknown-1))
+}
