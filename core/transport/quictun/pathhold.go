@@ -52,8 +52,8 @@ func (a pos) before(b pos) bool {
 }
 
 type heldPkt struct {
-	at  pos
-	p   []byte
+	at    pos
+	p     []byte
 	since time.Time
 }
 
