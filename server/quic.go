@@ -66,11 +66,19 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 			return context.WithValue(context.WithValue(ctx, quicConnKey{}, c), quicGateKey{}, gate)
 		},
 	}
+	conns, pfs, err := s.quicSockets(pcs, gate)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, pf := range pfs {
+			pf.Close() // its flush timers (and the socket, which the transports closed)
+		}
+	}()
 	errc := make(chan error, len(pcs))
 	var trs []*quic.Transport
-	for _, pc := range pcs {
-		// Receive coalescing (UDP GRO): see quictun.WrapUDP.
-		tr := &quic.Transport{Conn: quictun.WrapUDP(pc, gate), ConnectionIDLength: quictun.ConnectionIDLength}
+	for i, pc := range pcs {
+		tr := &quic.Transport{Conn: conns[i], ConnectionIDLength: quictun.ConnectionIDLength}
 		ln, err := tr.ListenEarly(http3.ConfigureTLSConfig(tlsConf), qconf)
 		if err != nil {
 			for _, t := range trs {
@@ -95,6 +103,30 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 		return nil
 	}
 	return fmt.Errorf("quic: %w", err)
+}
+
+// quicSockets wraps the QUIC sockets for quic-go: with path FEC when fec
+// is on (quictun.PathFEC: it answers protected packets with protected
+// ones and passes the rest through), otherwise with receive coalescing
+// (UDP GRO, quictun.WrapUDP).
+func (s *Server) quicSockets(pcs []net.PacketConn, gate *quictun.Gate) ([]net.PacketConn, quictun.PathFECs, error) {
+	conns := make([]net.PacketConn, len(pcs))
+	if s.fec == nil {
+		for i, pc := range pcs {
+			conns[i] = quictun.WrapUDP(pc, gate)
+		}
+		return conns, nil, nil
+	}
+	pfs := make(quictun.PathFECs, len(pcs))
+	for i, pc := range pcs {
+		pf, err := quictun.NewServerPathFEC(pc, gate, s.pathFECKey, *s.fec)
+		if err != nil {
+			return nil, nil, fmt.Errorf("quic: %w", err)
+		}
+		conns[i], pfs[i] = pf, pf
+	}
+	s.pathFEC.Store(&pfs)
+	return conns, pfs, nil
 }
 
 // quicTLSConfig is the tcp-tls certificate with ALPN h3 and session-ticket
@@ -201,7 +233,11 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	gate, _ := r.Context().Value(quicGateKey{}).(*quictun.Gate)
-	c := quictun.NewServerConn(qc, str, gate)
+	var pfs quictun.PathFECs
+	if p := s.pathFEC.Load(); p != nil {
+		pfs = *p
+	}
+	c := quictun.NewServerConn(qc, str, gate, pfs)
 	s.attach(ss, welcome, hello, c, wire.NewReader(c, 256<<10), remote, "quic", nil)
 }
 

@@ -135,6 +135,11 @@ type Server struct {
 	table atomic.Pointer[map[netip.Addr]*session]
 	// quicGate paces the QUIC sockets' reads (set by ServeQUIC; metrics).
 	quicGate atomic.Pointer[quictun.Gate]
+	// pathFEC are the QUIC sockets' path FEC wrappers (set by ServeQUIC
+	// when fec is on) and pathFECKey the key clients get in the Welcome
+	// (random per start).
+	pathFEC    atomic.Pointer[quictun.PathFECs]
+	pathFECKey [wire.PathFECKeyLen]byte
 	mu       sync.Mutex
 	sessions map[[16]byte]*session
 	// userTotals is the traffic of each user's ended sessions (metrics).
@@ -183,6 +188,7 @@ func New(o Options) (*Server, error) {
 		queueLen:   c.Connection.SendQueuePackets,
 		queueBytes: int64(c.Connection.SendQueuePackets) * queuePacketBytes,
 		fec:        c.Connection.FEC(),
+		pathFECKey: quictun.NewPathFECKey(),
 		shaping:    c.Obfuscation.Shaping(),
 		onPadding:  o.OnPadding,
 	}
@@ -388,7 +394,13 @@ func (s *Server) attach(ss *session, welcome *wire.Welcome, hello *wire.Hello, c
 	}
 	fc, fecOK := c.(engine.FECConn)
 	fecOK = fecOK && s.fec != nil && hello.Caps&wire.CapFEC != 0
-	if fecOK {
+	if fecOK && hello.Caps&wire.CapPathFEC != 0 && transport == "quic" && s.pathFEC.Load() != nil {
+		// Path FEC supersedes FEC on datagrams: the sockets answer a
+		// client that protects its packets with protected packets.
+		welcome.Caps |= wire.CapPathFEC
+		welcome.PathFECKey = s.pathFECKey
+		fecOK = false
+	} else if fecOK {
 		welcome.Caps |= wire.CapFEC
 	}
 	payload, err := welcome.Marshal()

@@ -611,6 +611,7 @@ func quicOptions(cfg *config.Client, log *slog.Logger, control func(network, add
 		},
 		SessionCache: sessionCache(cfg),
 		Control:      control,
+		PathFEC:      cfg.Connection.FEC() != nil,
 	}
 	if cfg.TLS.CAFile != "" {
 		o.TLS.CAFile = cfg.ResolvePath(cfg.TLS.CAFile)

@@ -287,7 +287,7 @@ func helloCaps(p SessionParams, proto string) uint32 {
 		caps |= wire.CapGSO
 	}
 	if p.FEC != nil && proto == "quic" {
-		caps |= wire.CapFEC
+		caps |= wire.CapFEC | wire.CapPathFEC
 	}
 	return caps
 }

@@ -69,6 +69,10 @@ type ClientOptions struct {
 	// KeepAlive is the QUIC keep-alive period that holds NAT bindings open
 	// (0: 10 s).
 	KeepAlive time.Duration
+	// PathFEC puts a path FEC wrapper (PathFEC) between quic-go and the
+	// socket, started by Conn.EnablePathFEC once the server agreed; until
+	// then it passes packets through.
+	PathFEC bool
 }
 
 // clientQUICConfig is the QUIC configuration of a client connection.
@@ -117,9 +121,19 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 		return nil, fmt.Errorf("quic dial %s: open UDP socket: %w", addr, err)
 	}
 	gate := NewGate()
-	tr := &quic.Transport{Conn: WrapUDP(pc, gate), ConnectionIDLength: ConnectionIDLength}
+	var pf *PathFEC
+	tc := WrapUDP(pc, gate)
+	if o.PathFEC {
+		// The wrapper reads the socket itself: no receive coalescing.
+		pf = NewClientPathFEC(pc, gate)
+		tc = pf
+	}
+	tr := &quic.Transport{Conn: tc, ConnectionIDLength: ConnectionIDLength}
 	release := func() {
 		tr.Close()
+		if pf != nil {
+			pf.Close() // its flush timers too
+		}
 		pc.Close()
 	}
 	tlsConf := &tls.Config{
@@ -177,5 +191,9 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 		}
 		return nil
 	}
-	return newConn(qc, rs, qc, gate, rs.StreamID(), true, readResponse, release), nil
+	c := newConn(qc, rs, qc, gate, rs.StreamID(), true, readResponse, release)
+	if pf != nil {
+		c.pf = pf
+	}
+	return c, nil
 }

@@ -90,6 +90,9 @@ type Conn struct {
 	onClose func()
 	// gate learns of every datagram taken from quic-go (see Gate).
 	gate *Gate
+	// pf is the path FEC below qc (nil: none): the client's own socket
+	// wrapper, or the server's sockets. Set before the Conn is returned.
+	pf pathStater
 
 	in     chan item
 	ctx    context.Context
@@ -146,9 +149,14 @@ func newConn(qc *quic.Conn, str stream, dgs datagrams, g *Gate, id quic.StreamID
 
 // NewServerConn wraps the tunnel stream a server took over from an HTTP/3
 // request (after answering 200) on qc; g is the Gate the server's sockets
-// were wrapped with (nil: none).
-func NewServerConn(qc *quic.Conn, str *http3.Stream, g *Gate) *Conn {
-	return newConn(qc, str, qc, g, str.StreamID(), false, nil, nil)
+// were wrapped with (nil: none), pf their path FEC (nil: none), whose
+// counters for this peer FEC reports.
+func NewServerConn(qc *quic.Conn, str *http3.Stream, g *Gate, pf PathFECs) *Conn {
+	c := newConn(qc, str, qc, g, str.StreamID(), false, nil, nil)
+	if len(pf) > 0 {
+		c.pf = pf
+	}
+	return c
 }
 
 // initialMaxDatagram is the first guess of the datagram payload limit; a

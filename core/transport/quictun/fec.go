@@ -98,8 +98,27 @@ func (c *Conn) EnableFEC(cfg fec.Config) error {
 	return nil
 }
 
-// FEC returns the counters of the connection's forward error correction.
+// EnablePathFEC makes this end protect the QUIC packets it sends (path
+// FEC, see PathFEC) with key, the server's wire.Welcome.PathFECKey: call
+// it once the peer announced wire.CapPathFEC. The connection must have
+// been dialed with ClientOptions.PathFEC.
+func (c *Conn) EnablePathFEC(cfg fec.Config, key []byte) error {
+	pf, ok := c.pf.(*PathFEC)
+	if !ok {
+		return errors.New("path fec: the connection was not dialed with path FEC")
+	}
+	return pf.Start(cfg, key)
+}
+
+// FEC returns the counters of the connection's forward error correction:
+// the path FEC's with this peer when there is one, otherwise the datagram
+// FEC's.
 func (c *Conn) FEC() fec.ConnStats {
+	if c.pf != nil && c.qc != nil {
+		if st, ok := c.pf.Stats(c.qc.RemoteAddr()); ok && (st.Sending || st.Recv.Shards > 0) {
+			return st
+		}
+	}
 	var st fec.ConnStats
 	c.wmu.Lock()
 	if fs := c.fs; fs != nil {

@@ -229,6 +229,31 @@ func (c *PathFEC) Totals() fec.ConnStats {
 	return t
 }
 
+// pathStater is what a Conn asks of the path FEC below it.
+type pathStater interface {
+	Stats(addr net.Addr) (fec.ConnStats, bool)
+}
+
+// PathFECs are the path FEC wrappers of a server's sockets: with port
+// hopping one client's packets arrive on several.
+type PathFECs []*PathFEC
+
+// Stats sums the counters of addr's peer over the sockets.
+func (cs PathFECs) Stats(addr net.Addr) (fec.ConnStats, bool) {
+	var t fec.ConnStats
+	found := false
+	for _, c := range cs {
+		if st, ok := c.Stats(addr); ok {
+			if !found {
+				t.K, t.M, t.SendLoss = st.K, st.M, st.SendLoss
+			}
+			addStats(&t, st)
+			found = true
+		}
+	}
+	return t, found
+}
+
 func addStats(t *fec.ConnStats, s fec.ConnStats) {
 	t.Sending = t.Sending || s.Sending
 	t.DataSent += s.DataSent
