@@ -140,8 +140,9 @@ type Server struct {
 	// (random per start).
 	pathFEC    atomic.Pointer[quictun.PathFECs]
 	pathFECKey [wire.PathFECKeyLen]byte
-	mu         sync.Mutex
-	sessions   map[[16]byte]*session
+
+	mu       sync.Mutex
+	sessions map[[16]byte]*session
 	// userTotals is the traffic of each user's ended sessions (metrics).
 	userTotals map[string]userTotal
 	started    time.Time
