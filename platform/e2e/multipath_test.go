@@ -166,27 +166,46 @@ func uploadStreams(t *testing.T, tp *topology, n int, amount string, timeout tim
 // tunnel address for 6 s and returns the received rate in Mbit/s.
 func iperfUp(t *testing.T, tp *topology, n int) float64 {
 	t.Helper()
+	return iperfRun(t, tp, 30, "-P", strconv.Itoa(n), "-t", "6").End.SumReceived.BitsPerSecond / 1e6
+}
+
+// iperfResult is what the tests read of iperf3's JSON.
+type iperfResult struct {
+	Error string `json:"error"`
+	End   struct {
+		Sum struct { // UDP
+			Lost    int `json:"lost_packets"`
+			Packets int `json:"packets"`
+		} `json:"sum"`
+		SumSent struct {
+			Bytes       int64 `json:"bytes"`
+			Retransmits int   `json:"retransmits"`
+		} `json:"sum_sent"`
+		SumReceived struct {
+			Bytes         int64   `json:"bytes"`
+			BitsPerSecond float64 `json:"bits_per_second"`
+		} `json:"sum_received"`
+	} `json:"end"`
+}
+
+// iperfRun runs one iperf3 test (args after -c) from cli to a one-shot
+// iperf3 server on the server's tunnel address, within timeout seconds.
+func iperfRun(t *testing.T, tp *topology, timeout int, args ...string) iperfResult {
+	t.Helper()
 	srv := startProc(t, tp.SRV, "iperf3-server", procOpts{}, "iperf3", "-s", "-1", "-B", tunSrv4)
 	defer srv.stop(2 * time.Second)
+	argv := append([]string{"netns", "exec", tp.CLI, "timeout", strconv.Itoa(timeout), "iperf3", "-c", tunSrv4, "-J"}, args...)
 	// Until the server listens, iperf3 -J may exit 0 with an "error" in
 	// its JSON ("Connection refused"): retry on that too.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		o, err := exec.Command("ip", "netns", "exec", tp.CLI, "timeout", "30", "iperf3", "-c", tunSrv4,
-			"-P", strconv.Itoa(n), "-t", "6", "-J").Output()
-		var res struct {
-			Error string `json:"error"`
-			End   struct {
-				SumReceived struct {
-					BitsPerSecond float64 `json:"bits_per_second"`
-				} `json:"sum_received"`
-			} `json:"end"`
-		}
+		o, err := exec.Command("ip", argv...).Output()
+		var res iperfResult
 		if err == nil {
 			err = json.Unmarshal(o, &res)
 		}
-		if err == nil && res.Error == "" && res.End.SumReceived.BitsPerSecond > 0 {
-			return res.End.SumReceived.BitsPerSecond / 1e6
+		if err == nil && res.Error == "" && (res.End.SumReceived.Bytes > 0 || res.End.Sum.Packets > 0) {
+			return res
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("iperf3: %v %s\n%s", err, res.Error, o)

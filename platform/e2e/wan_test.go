@@ -4,11 +4,9 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"sync"
@@ -156,7 +154,7 @@ func TestE2EWANFEC(t *testing.T) {
 		return v
 	}
 	const size = 2 << 20
-	results := map[string][2]float64{}
+	results := map[string][3]float64{}
 	for _, mode := range []string{"off", "auto"} {
 		c := startClient(t, tp, quicClient(t, s, func(m map[string]any) {
 			table(m, "connection")["fec"] = mode
@@ -175,9 +173,11 @@ func TestE2EWANFEC(t *testing.T) {
 		if up1 == up0 {
 			t.Fatalf("fec=%s: the emulator dropped nothing", mode)
 		}
-		lost, sent := iperfUDPUp(t, tp, "2M", 8)
+		lost, sent := iperfUDPLoss(t, tp, "2M", 8)
 		t.Logf("fec=%s: inner UDP at 2 Mbit/s for 8 s: %d of %d datagrams lost", mode, lost, sent)
-		results[mode] = [2]float64{rec, float64(lost) / float64(sent)}
+		paced := iperfPacedRetrans(t, tp, "8M", 8)
+		t.Logf("fec=%s: inner TCP paced at 8 Mbit/s for 8 s: %d retransmits", mode, paced)
+		results[mode] = [3]float64{rec, float64(lost) / float64(sent), float64(paced)}
 		c.p.stop(5 * time.Second)
 		// Both ends have path FEC: it protects the QUIC packets, not the
 		// datagrams.
@@ -196,48 +196,34 @@ func TestE2EWANFEC(t *testing.T) {
 	if auto[0] <= 0 {
 		t.Errorf("fec=auto: the server rebuilt no packet")
 	}
-	// Inner TCP retransmits are no measure here: with path FEC quic-go no
-	// longer backs off for random loss, the upload fills the 50 Mbit/s
-	// queue and the inner TCP sees its overflow (congestion) instead. A
-	// fixed-rate inner UDP flow far below the link is lost only where the
-	// outer packets are.
+	// The unpaced upload's retransmits are no measure: with path FEC
+	// quic-go no longer backs off for random loss, the upload fills the
+	// 50 Mbit/s queue and the inner TCP sees its overflow (congestion).
+	// Inner flows at a fixed rate far below the link lose only what the
+	// outer packets lose.
 	if off[1] < 0.005 {
 		t.Errorf("fec=off: inner UDP loss %.2f %%; want about the link's 2 %%", 100*off[1])
 	}
 	if auto[1] > off[1]/3 {
 		t.Errorf("inner UDP loss with FEC %.2f %%, without %.2f %%: want FEC to rebuild most of it", 100*auto[1], 100*off[1])
 	}
+	if auto[2] >= off[2] {
+		t.Errorf("paced inner TCP retransmits with FEC %.0f, without %.0f: want fewer with FEC", auto[2], off[2])
+	}
 }
 
-// iperfUDPUp sends inner UDP at rate for secs from the client namespace
-// to the server's tunnel address and returns the datagrams the receiver
-// missed and the datagrams sent (iperf3 -u, 1200-byte datagrams that fit
-// the tunnel MTU).
-func iperfUDPUp(t *testing.T, tp *topology, rate string, secs int) (lost, sent int) {
+// iperfUDPLoss sends inner UDP (1200-byte datagrams, which fit the tunnel
+// MTU) at rate for secs from the client to the server and returns the
+// datagrams the receiver missed and those sent.
+func iperfUDPLoss(t *testing.T, tp *topology, rate string, secs int) (lost, sent int) {
 	t.Helper()
-	startProc(t, tp.SRV, "iperf3-udp-server", procOpts{}, "iperf3", "-s", "-1", "-B", tunSrv4)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		o, err := exec.Command("ip", "netns", "exec", tp.CLI, "timeout", strconv.Itoa(secs+20), "iperf3", "-c", tunSrv4,
-			"-u", "-b", rate, "-l", "1200", "-t", strconv.Itoa(secs), "-J").Output()
-		var res struct {
-			Error string `json:"error"`
-			End   struct {
-				Sum struct {
-					Lost    int `json:"lost_packets"`
-					Packets int `json:"packets"`
-				} `json:"sum"`
-			} `json:"end"`
-		}
-		if err == nil {
-			err = json.Unmarshal(o, &res)
-		}
-		if err == nil && res.Error == "" && res.End.Sum.Packets > 0 {
-			return res.End.Sum.Lost, res.End.Sum.Packets
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("iperf3 -u: %v %s\n%s", err, res.Error, o)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	r := iperfRun(t, tp, secs+20, "-u", "-l", "1200", "-b", rate, "-t", strconv.Itoa(secs))
+	return r.End.Sum.Lost, r.End.Sum.Packets
+}
+
+// iperfPacedRetrans sends one inner TCP stream paced at rate for secs from
+// the client to the server and returns its retransmits.
+func iperfPacedRetrans(t *testing.T, tp *topology, rate string, secs int) int {
+	t.Helper()
+	return iperfRun(t, tp, secs+20, "-b", rate, "-t", strconv.Itoa(secs)).End.SumSent.Retransmits
 }
