@@ -2,6 +2,7 @@ package fec
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -196,12 +197,39 @@ func TestFlushPartialGroup(t *testing.T) {
 	}
 }
 
-// A group closed early gets parity in proportion to the data it got, so a
-// slow flow does not pay m shards for every packet; the receiver expects
-// exactly those shards.
-func TestFlushParityScales(t *testing.T) {
+// A group closed early gets the fewest parity shards that keep its
+// packets as safe as a full group's at the loss the shape is made for:
+// never more than m, never fewer than one, more for more data, and one
+// fewer would miss the target. The receiver expects exactly those shards.
+func TestFlushParityKeepsProtection(t *testing.T) {
+	shapes := [][2]int{{10, 3}, {8, 2}, {20, 1}}
+	for _, l := range []float64{0.002, 0.01, 0.03, 0.08} {
+		k, m := Choose(l)
+		shapes = append(shapes, [2]int{k, m})
+	}
+	for _, sh := range shapes {
+		planned, m := sh[0], sh[1]
+		if got := FlushParity(m, planned, planned); got != m {
+			t.Errorf("full %d+%d group: %d parity, want %d", planned, m, got, m)
+		}
+		loss := shapeLoss(planned, m)
+		target := max(TargetResidual, Residual(loss, planned, m))
+		prev := 1
+		for k := 1; k < planned; k++ {
+			p := FlushParity(m, k, planned)
+			switch {
+			case p < prev || p > m:
+				t.Errorf("%d+%d closed with %d: %d parity, want %d..%d", planned, m, k, p, prev, m)
+			case Residual(loss, k, p) > target:
+				t.Errorf("%d+%d closed with %d: %d parity leave %.2g residual at %.3g loss, full group %.2g", planned, m, k, p, Residual(loss, k, p), loss, target)
+			case p > 1 && Residual(loss, k, p-1) <= target:
+				t.Errorf("%d+%d closed with %d: %d parity, %d would do", planned, m, k, p, p-1)
+			}
+			prev = p
+		}
+	}
 	for _, c := range []struct{ m, k, planned, want int }{
-		{4, 32, 32, 4}, {4, 16, 32, 2}, {4, 1, 32, 1}, {4, 9, 32, 2}, {0, 5, 32, 0}, {3, 3, 10, 1}, {5, 29, 29, 5},
+		{0, 5, 32, 0}, {4, 32, 32, 4}, {5, 29, 29, 5}, {7, 3, 32, 4}, {3, 3, 10, 3}, {4, 16, 32, 4}, {4, 1, 32, 2},
 	} {
 		if got := FlushParity(c.m, c.k, c.planned); got != c.want {
 			t.Errorf("FlushParity(%d, %d, %d) = %d, want %d", c.m, c.k, c.planned, got, c.want)
@@ -209,17 +237,17 @@ func TestFlushParityScales(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(15, 16))
 	pkts := randPackets(r, 3, 1400)
-	shards := encodeAll(t, 10, 3, 1500, pkts) // 3 of 10 data: one parity
-	if len(shards) != 4 {
-		t.Fatalf("%d shards for 3 packets of a 10+3 group, want 3 + 1 parity", len(shards))
+	shards := encodeAll(t, 10, 3, 1500, pkts) // 3 of 10 data: all 3 parity
+	if len(shards) != 6 {
+		t.Fatalf("%d shards for 3 packets of a 10+3 group, want 3 + 3 parity", len(shards))
 	}
 	d := newDecoder(t, DecoderOptions{})
 	var s sink
-	feed(t, d, &s, t0, shards[0], shards[2], shards[3]) // lose data 1
+	feed(t, d, &s, t0, shards[0], shards[2], shards[3], shards[5]) // lose data 1 and parity 1
 	wantAll(t, &s, pkts)
 	d.Expire(t0.Add(time.Hour))
-	if l := d.LossRate(); l != 0.25 {
-		t.Fatalf("loss %v, want 1 of 4 expected shards", l)
+	if l := d.LossRate(); math.Abs(l-2.0/6) > 1e-9 {
+		t.Fatalf("loss %v, want 2 of 6 expected shards", l)
 	}
 }
 

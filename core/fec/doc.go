@@ -34,11 +34,12 @@
 // Data shards of a group therefore all have index < that k. All parity
 // shards of a group carry the same k, m and body length.
 //
-// A group closed early with k of its planned K data shards gets only
-// [FlushParity](m, k, K) = ceil(m*k/K) of its m parity shards (at least one),
-// numbers 0 up; their header still carries the group's m. So a slow flow
-// whose groups seldom fill pays about a full group's overhead, not m shards
-// per packet; the receiver expects exactly these shards when it counts loss.
+// A group closed early with k of its planned K data shards gets
+// [FlushParity](m, k, K) of its m parity shards, numbers 0 up: the fewest
+// that keep its packets as safe as a full group's; their header still
+// carries the group's m. So a slow flow whose groups seldom fill is as well
+// protected as a fast one (and pays more overhead); the receiver expects
+// exactly these shards when it counts loss.
 //
 // Limits: 1 <= k <= [MaxK], 0 <= m <= [MaxM], index < k+m. A group with
 // m = 0 sends no parity; its numbering still lets the receiver count loss.

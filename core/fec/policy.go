@@ -1,6 +1,9 @@
 package fec
 
-import "math"
+import (
+	"math"
+	"sync/atomic"
+)
 
 // The adaptation policy. Constants rather than options: both ends of a
 // session need no agreement on them (the shape travels in every header),
@@ -107,13 +110,63 @@ func (c Config) Auto() bool { return c.K == 0 }
 
 // FlushParity is how many parity shards a group with m parity planned for
 // planned data shards gets when it closes with k of them: all m for a full
-// group, else m scaled to the data it got, rounded up (at least one), so a
-// slow flow whose groups close early pays about the full group's overhead
-// rather than m shards per packet. Both ends compute it: the receiver's
-// loss count expects exactly these shards.
+// group; for a group closed early, the fewest (at least one, at most m)
+// that keep its packets as safe as a full group's: residual loss
+// ([Residual]) no higher at the loss rate the full shape is made for (the
+// highest at which it meets [TargetResidual]).
+//
+// A flat share of m (m*k/planned) left a slow flow, whose groups close
+// with a few packets, with one parity shard per group: at 3 % loss that is
+// 0.3 % residual loss, which keeps a loss-based congestion control slow,
+// its groups small and its protection weak. A slow flow pays more
+// overhead instead (3 % loss: 3 parity for 3 packets); a fast one fills
+// its groups and pays m/planned. Both ends compute it: the receiver's loss
+// count expects exactly these shards.
 func FlushParity(m, k, planned int) int {
-	if m == 0 || k >= planned || planned <= 0 {
+	if m == 0 || k >= planned || planned <= 0 || k <= 0 || planned > MaxK || m > MaxM {
 		return m
 	}
-	return max(1, (m*k+planned-1)/planned)
+	row := flushRows[planned][m].Load()
+	if row == nil {
+		row = flushRow(planned, m)
+		flushRows[planned][m].Store(row)
+	}
+	return int(row[k])
+}
+
+// flushRows caches FlushParity for each full shape, computed on first use
+// (a race computes the same row twice).
+var flushRows [MaxK + 1][MaxM + 1]atomic.Pointer[[MaxK]uint8]
+
+func flushRow(planned, m int) *[MaxK]uint8 {
+	loss := shapeLoss(planned, m)
+	target := math.Max(TargetResidual, Residual(loss, planned, m))
+	var row [MaxK]uint8
+	for k := 1; k < planned; k++ {
+		p := 1
+		for p < m && Residual(loss, k, p) > target {
+			p++
+		}
+		row[k] = uint8(p)
+	}
+	return &row
+}
+
+// shapeLoss is the highest loss rate, up to 50 %, at which groups of k data
+// and m parity shards keep [Residual] within [TargetResidual] (1e-6 when
+// none does).
+func shapeLoss(k, m int) float64 {
+	lo, hi := 1e-6, 0.5
+	if Residual(hi, k, m) <= TargetResidual {
+		return hi
+	}
+	for range 40 {
+		mid := (lo + hi) / 2
+		if Residual(mid, k, m) <= TargetResidual {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return lo
 }

@@ -112,13 +112,14 @@ func TestFECFlushesPartialGroup(t *testing.T) {
 	if _, err := a.Write(wire.AppendFrame(nil, wire.TypeData, []byte("lonely packet"))); err != nil {
 		t.Fatal(err)
 	}
+	want := 1 + fec.FlushParity(2, 1, 8)
 	deadline := time.Now().Add(5 * time.Second)
-	for len(sentFEC(t, src)) < 2 && time.Now().Before(deadline) {
+	for len(sentFEC(t, src)) < want && time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	time.Sleep(20 * time.Millisecond) // nothing more may follow
-	if n := len(sentFEC(t, src)); n != 2 {
-		t.Fatalf("%d shards after the flush wait, want the packet and its one parity (1 of 8 data: ceil(2/8))", n)
+	if n := len(sentFEC(t, src)); n != want {
+		t.Fatalf("%d shards after the flush wait, want the packet and its %d parity (fec.FlushParity)", n, want-1)
 	}
 }
 
