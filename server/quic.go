@@ -123,7 +123,7 @@ func (s *Server) quicSockets(pcs []net.PacketConn, gate *quictun.Gate) ([]net.Pa
 		if err != nil {
 			return nil, nil, fmt.Errorf("quic: %w", err)
 		}
-		conns[i], pfs[i] = pf, pf
+		conns[i], pfs[i] = pf.Conn(), pf
 	}
 	s.pathFEC.Store(&pfs)
 	return conns, pfs, nil

@@ -126,7 +126,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	if o.PathFEC {
 		// The wrapper reads the socket itself: no receive coalescing.
 		pf = NewClientPathFEC(pc, gate)
-		tc = pf
+		tc = pf.Conn()
 	}
 	tr := &quic.Transport{Conn: tc, ConnectionIDLength: ConnectionIDLength}
 	release := func() {

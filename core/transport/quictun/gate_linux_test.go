@@ -17,7 +17,7 @@ import (
 
 // selfSigned is a throwaway certificate for loopback QUIC tests, made by
 // the server's own generator.
-func selfSigned(t *testing.T) tls.Certificate {
+func selfSigned(t testing.TB) tls.Certificate {
 	t.Helper()
 	dir := t.TempDir()
 	cf, kf := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")

@@ -97,9 +97,11 @@ type PathFEC struct {
 	peers map[netip.AddrPort]*pathPeer
 	ended fec.ConnStats // counters of forgotten peers
 
-	// Reader state (quic-go's reader goroutine only).
+	// Reader state (quic-go's reader goroutine only). ready[head:] wait
+	// to be handed to quic-go.
 	rbuf    []byte
 	ready   []readyPkt
+	head    int
 	holding map[*pathPeer]struct{}
 	timer   *time.Timer
 	rdl     atomic.Int64 // the caller's read deadline (UnixNano; 0: none)
@@ -110,6 +112,7 @@ type PathFEC struct {
 type readyPkt struct {
 	p    []byte
 	addr net.Addr
+	oob  []byte // the control messages it came with (packet info, ECN); shared, read-only
 }
 
 // pathPeer is the FEC state of one remote address. Lock order: smu before
@@ -127,8 +130,13 @@ type pathPeer struct {
 	paritySent uint64
 
 	addr net.Addr
+	// out and outLens collect the packets of one batched write
+	// (pathfec_linux.go); under smu.
+	out     []byte
+	outLens []int
 
 	rmu      sync.Mutex // receiving half
+	oob      []byte     // control messages of its last packet; replaced, never modified
 	dec      *fec.Decoder
 	hold     pathHold
 	shard    []byte
@@ -347,42 +355,64 @@ func (c *PathFEC) mask(blk cipher.Block, sample []byte) (out [16]byte) {
 // protected ones (and rebuilt ones) in their sender's order.
 func (c *PathFEC) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		if len(c.ready) > 0 {
-			r := c.ready[0]
-			c.ready[0] = readyPkt{}
-			c.ready = c.ready[1:]
+		if r, ok := c.next(); ok {
 			if len(r.p) >= minDatagramPacket && c.gate != nil {
 				c.gate.wait(&c.timer)
 				c.gate.handedOut(1)
 			}
 			return copy(b, r.p), r.addr, nil
 		}
-		c.ready = c.ready[:0:0]
-		now := time.Now()
-		c.expire(now)
+		if err := c.prepareRead(); err != nil {
+			return 0, nil, err
+		}
 		if len(c.ready) > 0 {
 			continue
 		}
-		if err := c.armDeadline(now); err != nil {
-			return 0, nil, err
-		}
 		n, addr, err := c.pc.ReadFrom(c.rbuf)
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && !c.userDeadlinePassed() {
-				continue // a hold's deadline
+			if c.holdTimeout(err) {
+				continue
 			}
 			return 0, nil, err
 		}
-		c.receive(c.rbuf[:n], addr, time.Now())
+		c.receive(c.rbuf[:n], addr, nil, time.Now())
 	}
+}
+
+// next takes the next packet ready for quic-go.
+func (c *PathFEC) next() (readyPkt, bool) {
+	if c.head >= len(c.ready) {
+		clear(c.ready)
+		c.ready, c.head = c.ready[:0], 0
+		return readyPkt{}, false
+	}
+	r := c.ready[c.head]
+	c.head++
+	return r, true
+}
+
+// prepareRead releases the held packets that waited too long and, if none
+// is ready, arms the socket's read deadline for the next hold's.
+func (c *PathFEC) prepareRead() error {
+	now := time.Now()
+	c.expire(now)
+	if len(c.ready) > c.head {
+		return nil
+	}
+	return c.armDeadline(now)
+}
+
+// holdTimeout reports whether a read error is only a hold's deadline.
+func (c *PathFEC) holdTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() && !c.userDeadlinePassed()
 }
 
 // expire releases the packets that waited too long.
 func (c *PathFEC) expire(now time.Time) {
 	for p := range c.holding {
 		p.rmu.Lock()
-		p.hold.expire(now, func(b []byte) { c.ready = append(c.ready, readyPkt{p: b, addr: p.addr}) })
+		p.hold.expire(now, func(b []byte) { c.ready = append(c.ready, readyPkt{p: b, addr: p.addr, oob: p.oob}) })
 		if len(p.hold.held) == 0 {
 			delete(c.holding, p)
 		}

@@ -1,6 +1,7 @@
 package quictun
 
 import (
+	"bytes"
 	"crypto/cipher"
 	"crypto/subtle"
 	"math"
@@ -11,13 +12,14 @@ import (
 	"github.com/mirage-vpn/mirage/core/fec"
 )
 
-// receive handles one datagram from addr: a plain packet is ready at once,
-// a protected one goes through the peer's decoder and hold.
-func (c *PathFEC) receive(b []byte, addr net.Addr, now time.Time) {
+// receive handles one datagram from addr, with its control messages oob:
+// a plain packet is ready at once, a protected one goes through the peer's
+// decoder and hold.
+func (c *PathFEC) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 	blk := c.block.Load()
 	ap, ok := addrPort(addr)
 	if blk == nil || !ok || len(b) < pathMinPacket+pathTrailerLen || b[0]&0x80 != 0 {
-		c.plain(b, addr)
+		c.plain(b, addr, oob)
 		return
 	}
 	n := len(b) - pathTrailerLen
@@ -26,7 +28,7 @@ func (c *PathFEC) receive(b []byte, addr net.Addr, now time.Time) {
 	// its ciphertext: both start after the connection ID.
 	m := c.mask(*blk, b[pathHeaderLen:])
 	if subtle.ConstantTimeCompare(tr[fec.HeaderLen+1:], m[fec.HeaderLen+1:pathTrailerLen]) != 1 {
-		c.plain(b, addr)
+		c.plain(b, addr, oob)
 		return
 	}
 	p := c.peer(ap, true, now)
@@ -36,6 +38,9 @@ func (c *PathFEC) receive(b []byte, addr net.Addr, now time.Time) {
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
 	p.framedAt = now
+	if !bytes.Equal(p.oob, oob) {
+		p.oob = bytes.Clone(oob)
+	}
 	var hdr [fec.HeaderLen]byte
 	for i := range hdr {
 		hdr[i] = tr[i] ^ m[i]
@@ -53,7 +58,9 @@ func (c *PathFEC) receive(b []byte, addr net.Addr, now time.Time) {
 		parityStream(*blk, hdr).XORKeyStream(p.shard[start:], body)
 	}
 	p.hold.learn(group, index, k, mm)
-	out := func(pkt []byte) { c.ready = append(c.ready, readyPkt{p: append([]byte(nil), pkt...), addr: addr}) }
+	out := func(pkt []byte) {
+		c.ready = append(c.ready, readyPkt{p: append([]byte(nil), pkt...), addr: addr, oob: p.oob})
+	}
 	// A malformed shard is counted by the decoder and dropped.
 	p.dec.ReceiveAt(p.shard, now, func(g uint32, i int, pkt []byte) {
 		p.hold.offer(pos{g, i}, pkt, now, out)
@@ -79,8 +86,8 @@ func (p *pathPeer) reported() float64 {
 	return float64(q) / 1000
 }
 
-func (c *PathFEC) plain(b []byte, addr net.Addr) {
-	c.ready = append(c.ready, readyPkt{p: append([]byte(nil), b...), addr: addr})
+func (c *PathFEC) plain(b []byte, addr net.Addr, oob []byte) {
+	c.ready = append(c.ready, readyPkt{p: bytes.Clone(b), addr: addr, oob: bytes.Clone(oob)})
 }
 
 // parityStream is the keystream that encrypts a parity body: AES-CTR under
@@ -96,17 +103,41 @@ func parityStream(blk cipher.Block, hdr [fec.HeaderLen]byte) cipher.Stream {
 // addr, plain otherwise.
 func (c *PathFEC) WriteTo(b []byte, addr net.Addr) (int, error) {
 	p := c.sendPeer(addr)
-	if p == nil || len(b) < pathMinPacket || len(b) > InitialPacketSize || b[0]&0x80 != 0 {
+	if p == nil || !protectable(b) {
 		return c.pc.WriteTo(b, addr)
 	}
-	blk := c.block.Load()
-	now := time.Now()
 	p.smu.Lock()
 	defer p.smu.Unlock()
+	if err := c.protect(p, b, addr, c.sender(addr)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// sender sends each packet to addr on its own.
+func (c *PathFEC) sender(addr net.Addr) func([]byte) error {
+	return func(pkt []byte) error {
+		_, err := c.pc.WriteTo(pkt, addr)
+		return err
+	}
+}
+
+// protectable reports whether a packet of quic-go's gets protected: short
+// header packets long enough for a sample. Long-header packets (the
+// handshake) pass unchanged.
+func protectable(b []byte) bool {
+	return len(b) >= pathMinPacket && len(b) <= InitialPacketSize && b[0]&0x80 == 0
+}
+
+// protect passes b with its trailer to send, then the parity packets it
+// completed; b goes out plain if the encoder cannot take it. p.smu is held.
+func (c *PathFEC) protect(p *pathPeer, b []byte, addr net.Addr, send func([]byte) error) error {
+	blk := *c.block.Load()
+	now := time.Now()
 	if p.enc == nil {
 		enc, err := newPathEncoder(*c.cfg.Load())
 		if err != nil {
-			return c.pc.WriteTo(b, addr)
+			return send(b)
 		}
 		p.enc = enc
 	}
@@ -114,12 +145,12 @@ func (c *PathFEC) WriteTo(b []byte, addr net.Addr) (int, error) {
 	copy(p.dcid[:], b[1:pathHeaderLen])
 	var werr error
 	emit := func(shard []byte) {
-		if err := c.emit(p, *blk, shard, addr); err != nil && werr == nil {
+		if err := c.emit(p, blk, shard, send); err != nil && werr == nil {
 			werr = err
 		}
 	}
 	if err := p.enc.Add(b, emit); err != nil {
-		return c.pc.WriteTo(b, addr)
+		return send(b)
 	}
 	if p.enc.Pending() == 1 { // a new group: bound its wait for parity
 		p.gen++
@@ -129,10 +160,7 @@ func (c *PathFEC) WriteTo(b []byte, addr net.Addr) (int, error) {
 		}
 		p.timer = time.AfterFunc(pathFlushWait, func() { c.flush(p, gen, addr) })
 	}
-	if werr != nil {
-		return 0, werr
-	}
-	return len(b), nil
+	return werr
 }
 
 // sendPeer returns the peer state for addr when this end frames to it.
@@ -169,7 +197,7 @@ func (c *PathFEC) flush(p *pathPeer, gen uint64, addr net.Addr) {
 	if p.gen != gen || p.enc.Pending() == 0 || blk == nil {
 		return
 	}
-	p.enc.Flush(func(shard []byte) { c.emit(p, *blk, shard, addr) })
+	p.enc.Flush(func(shard []byte) { c.emit(p, *blk, shard, c.sender(addr)) })
 }
 
 // adapt sets the group shape from the peer's loss report (auto only);
@@ -184,8 +212,8 @@ func (p *pathPeer) adapt(cfg *fec.Config, now time.Time) {
 	p.enc.SetParams(k, m)
 }
 
-// emit sends one shard as a datagram; p.smu is held.
-func (c *PathFEC) emit(p *pathPeer, blk cipher.Block, shard []byte, addr net.Addr) error {
+// emit passes one shard, made a packet, to send; p.smu is held.
+func (c *PathFEC) emit(p *pathPeer, blk cipher.Block, shard []byte, send func([]byte) error) error {
 	var hdr [fec.HeaderLen]byte
 	copy(hdr[:], shard)
 	body := shard[fec.HeaderLen:]
@@ -207,7 +235,7 @@ func (c *PathFEC) emit(p *pathPeer, blk cipher.Block, shard []byte, addr net.Add
 	w = append(w, c.lossReport(p)^m[fec.HeaderLen])
 	w = append(w, m[fec.HeaderLen+1:pathTrailerLen]...)
 	p.wbuf = w
-	if _, err := c.pc.WriteTo(w, addr); err != nil {
+	if err := send(w); err != nil {
 		return err
 	}
 	if isData {
