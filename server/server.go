@@ -393,27 +393,15 @@ func (s *Server) attach(ss *session, welcome *wire.Welcome, hello *wire.Hello, c
 		ss.removeLink(l)
 		return
 	}
-	fc, fecOK := c.(engine.FECConn)
-	fecOK = fecOK && s.fec != nil && hello.Caps&wire.CapFEC != 0
-	if fecOK && hello.Caps&wire.CapPathFEC != 0 && transport == "quic" && s.pathFEC.Load() != nil {
-		// Path FEC supersedes FEC on datagrams: the sockets answer a
-		// client that protects its packets with protected packets.
+	if s.fec != nil && hello.Caps&wire.CapPathFEC != 0 && transport == "quic" && s.pathFEC.Load() != nil {
+		// The sockets answer a client that protects its packets with
+		// protected packets (quictun.PathFEC).
 		welcome.Caps |= wire.CapPathFEC
 		welcome.PathFECKey = s.pathFECKey
-		fecOK = false
-	} else if fecOK {
-		welcome.Caps |= wire.CapFEC
 	}
 	payload, err := welcome.Marshal()
 	if err == nil {
 		_, err = c.Write(wire.AppendFrame(nil, wire.TypeWelcome, payload))
-	}
-	if err == nil && fecOK {
-		// Before the lock is released: every packet after the Welcome is
-		// protected.
-		if ferr := fc.EnableFEC(*s.fec); ferr != nil {
-			s.log.Warn("forward error correction not started", "remote", remote, "err", ferr)
-		}
 	}
 	l.wmu.Unlock()
 	if err != nil {

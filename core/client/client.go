@@ -328,8 +328,6 @@ func Run(ctx context.Context, o Options) (err error) {
 			quicMTU := quictun.TunnelMTU
 			if muxMode(cfg.Connection.MuxMode) == wire.MuxRoundRobin {
 				quicMTU -= wire.SeqLen // numbered packets (SEQDATA)
-			} else if cfg.Connection.FEC() != nil {
-				quicMTU -= quictun.FECOverhead // shard header, parity's length and CRC
 			}
 			if slices.Contains(cfg.Protocols(), config.ProtoQUIC) && mtu > quicMTU {
 				// Every packet must fit one QUIC datagram; a bigger one would

@@ -80,9 +80,10 @@ type SessionParams struct {
 	// Should the device turn out not to be one, received super-packets
 	// are split (slower, still correct).
 	AcceptGSO bool
-	// FEC, when set, asks for forward error correction on QUIC datagrams
-	// (wire.CapFEC): each end protects what it sends, this one with this
-	// shape (K == 0: adapted to the measured loss). nil: off.
+	// FEC, when set, asks for forward error correction of the QUIC
+	// packets (path FEC, wire.CapPathFEC): each end protects what it
+	// sends, this one with this shape (K == 0: adapted to the loss the
+	// peer reports). nil: off.
 	FEC *fec.Config
 }
 
@@ -287,7 +288,7 @@ func helloCaps(p SessionParams, proto string) uint32 {
 		caps |= wire.CapGSO
 	}
 	if p.FEC != nil && proto == "quic" {
-		caps |= wire.CapFEC | wire.CapPathFEC
+		caps |= wire.CapPathFEC
 	}
 	return caps
 }

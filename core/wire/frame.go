@@ -35,7 +35,8 @@ const (
 	TypeClose   Type = 0x05 // reason code (1 byte) + optional UTF-8 text
 	TypeSeqData Type = 0x06 // sequence number (4, BE) + one IP packet (round_robin)
 	TypeGSO     Type = 0x07 // offload header (10) + one super-packet (CapGSO peers)
-	TypeFEC     Type = 0x08 // one FEC shard (package fec), QUIC datagrams only (CapFEC peers)
+	// 0x08 was TypeFEC (FEC shards in QUIC datagrams, retired for path
+	// FEC); unused, so an old peer's shards are dropped as unknown frames.
 	TypeHello   Type = 0x10 // client -> server, first frame of a connection
 	TypeWelcome Type = 0x11 // server -> client, answer to a good Hello
 )
@@ -56,8 +57,6 @@ func (t Type) String() string {
 		return "SEQDATA"
 	case TypeGSO:
 		return "GSO"
-	case TypeFEC:
-		return "FEC"
 	case TypeHello:
 		return "HELLO"
 	case TypeWelcome:

@@ -68,14 +68,13 @@ const (
 	// CapGSO (Hello and Welcome): this end accepts GSO frames, i.e. it can
 	// hand a super-packet to its TUN device whole (a Linux vnet_hdr device).
 	CapGSO uint32 = 1 << 1
-	// CapFEC (Hello and Welcome): this end wants its datagrams protected
-	// by forward error correction and takes FEC frames (QUIC only). Each
-	// end sends FEC frames only when the other announced it.
-	CapFEC uint32 = 1 << 2
+	// Bit 2 (1 << 2) was CapFEC, FEC frames inside QUIC datagrams
+	// (TypeFEC), replaced by CapPathFEC; no end sets it now and it stays
+	// unused so an old peer's bit means nothing.
+
 	// CapPathFEC (Hello and Welcome): this end protects the QUIC packets
 	// themselves, below QUIC (quictun's path FEC), and decodes the peer's.
-	// A Welcome with it carries PathFECKey. Supersedes CapFEC: an end that
-	// agreed on both uses path FEC only.
+	// A Welcome with it carries PathFECKey.
 	CapPathFEC uint32 = 1 << 3
 )
 

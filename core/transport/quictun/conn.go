@@ -113,10 +113,8 @@ type Conn struct {
 	wmu     sync.Mutex
 	wbuf    []byte
 	dg      []byte
-	maxDG   int      // largest datagram payload we send (type byte included)
-	noDG    bool     // the peer takes no datagrams
-	fs      *fecSend // FEC for what we send (nil: none); under wmu
-	fr      fecRecv  // FEC decoding of what we receive
+	maxDG   int  // largest datagram payload we send (type byte included)
+	noDG    bool // the peer takes no datagrams
 	closeMu sync.Once
 	closed  chan struct{}
 }
@@ -221,12 +219,6 @@ func (c *Conn) readDatagrams() {
 		}
 		c.gate.Took()
 		qsid, t, p, ok := ParseHTTPDatagram(b)
-		if ok && qsid == c.qsid && t == wire.TypeFEC {
-			if !c.receiveFEC(p) {
-				return
-			}
-			continue
-		}
 		if !ok || qsid != c.qsid || !datagramType(t) {
 			continue // broken, another stream's, or neither packet nor padding
 		}
@@ -369,16 +361,6 @@ func (c *Conn) Write(b []byte) (int, error) {
 		end := off + wire.HeaderLen + n
 		if end > len(b) {
 			return 0, errors.New("quic conn: partial frame in write")
-		}
-		if t == wire.TypeData && c.fs != nil && !c.noDG {
-			sent, err := c.sendFEC(b[off+wire.HeaderLen : end])
-			if err != nil {
-				return 0, err
-			}
-			if sent {
-				off = end
-				continue
-			}
 		}
 		if datagramType(t) && !c.noDG && 1+n <= c.maxDG {
 			err := c.sendDatagram(t, b[off+wire.HeaderLen:end])
