@@ -14,7 +14,8 @@ import (
 
 // receive handles one datagram from addr, with its control messages oob:
 // a plain packet is ready at once, a protected one goes through the peer's
-// decoder and hold.
+// decoder and hold. b and oob are read buffers that the caller does not
+// read into again until every ready packet has been handed out.
 func (c *PathFEC) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 	blk := c.block.Load()
 	ap, ok := addrPort(addr)
@@ -59,7 +60,12 @@ func (c *PathFEC) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 	}
 	p.hold.learn(group, index, k, mm)
 	out := func(pkt []byte) {
-		c.ready = append(c.ready, readyPkt{p: append([]byte(nil), pkt...), addr: addr, oob: p.oob})
+		if index < k && len(pkt) == n && &pkt[0] == &p.shard[fec.HeaderLen] {
+			pkt = b[:n] // this datagram's packet: the read buffer lasts until the queue is empty
+		} else {
+			pkt = bytes.Clone(pkt) // rebuilt, or a held packet
+		}
+		c.ready = append(c.ready, readyPkt{p: pkt, addr: addr, oob: p.oob})
 	}
 	// A malformed shard is counted by the decoder and dropped.
 	p.dec.ReceiveAt(p.shard, now, func(g uint32, i int, pkt []byte) {
@@ -86,8 +92,10 @@ func (p *pathPeer) reported() float64 {
 	return float64(q) / 1000
 }
 
+// plain queues a packet that is not protected. b and oob are the read
+// buffers, which are not read into again until the queue is empty.
 func (c *PathFEC) plain(b []byte, addr net.Addr, oob []byte) {
-	c.ready = append(c.ready, readyPkt{p: bytes.Clone(b), addr: addr, oob: bytes.Clone(oob)})
+	c.ready = append(c.ready, readyPkt{p: b, addr: addr, oob: oob})
 }
 
 // parityStream is the keystream that encrypts a parity body: AES-CTR under
