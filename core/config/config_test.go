@@ -855,14 +855,17 @@ func mustMarshal(t *testing.T, c interface{ MarshalTOML() ([]byte, error) }) []b
 // auto by default (adapting shape), a fixed shape, off, and every bad
 // combination an error naming its key.
 func TestFECKeys(t *testing.T) {
-	if c := DefaultClient(); c.Connection.FECMode != "off" || c.Connection.FEC() != nil {
-		t.Errorf("client default fec %q -> %+v, want off", c.Connection.FECMode, c.Connection.FEC())
+	if c := DefaultClient(); c.Connection.FECMode != "auto" || c.Connection.FEC() == nil || !c.Connection.FEC().Auto() {
+		t.Errorf("client default fec %q -> %+v, want auto", c.Connection.FECMode, c.Connection.FEC())
 	}
-	if s := DefaultServer(); s.Connection.FECMode != "off" || s.Connection.FEC() != nil {
-		t.Errorf("server default fec %q, want off", s.Connection.FECMode)
+	if s := DefaultServer(); s.Connection.FECMode != "auto" || s.Connection.FEC() == nil || !s.Connection.FEC().Auto() {
+		t.Errorf("server default fec %q, want auto", s.Connection.FECMode)
 	}
 	if c := mustParseClient(t, validClientTOML+"[connection]\nfec = \"auto\"\n"); c.Connection.FEC() == nil || !c.Connection.FEC().Auto() {
 		t.Errorf("fec = auto: %+v, want an adapting shape", c.Connection.FEC())
+	}
+	if f := mustParseClient(t, validClientTOML+"[connection]\nfec_data = 10\nfec_parity = 3\n").Connection.FEC(); f == nil || f.K != 10 || f.M != 3 {
+		t.Errorf("fixed shape under the default fec: %+v, want 10+3", f)
 	}
 	c := mustParseClient(t, validClientTOML+"[connection]\nfec = \"auto\"\nfec_data = 10\nfec_parity = 3\n")
 	if f := c.Connection.FEC(); f == nil || f.K != 10 || f.M != 3 {
@@ -880,7 +883,6 @@ func TestFECKeys(t *testing.T) {
 		{"fec = \"auto\"\nfec_data = 65", "connection.fec_data", "must be 0 or between 1 and 64 (got 65)"},
 		{"fec = \"auto\"\nfec_data = 10\nfec_parity = 33", "connection.fec_parity", "must be between 0 and 32 (got 33)"},
 		{"fec = \"auto\"\nfec_parity = 3", "connection.fec_parity", "needs fec_data"},
-		{"fec_data = 10", "connection.fec_data", `set fec = "auto" for a fixed shape`},
 		{"fec = \"off\"\nfec_data = 10", "connection.fec_data", `has no effect with fec = "off"`},
 	} {
 		for _, side := range []string{"client", "server"} {

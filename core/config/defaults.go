@@ -21,7 +21,7 @@ const (
 	// DefaultFECMode is [connection] fec on both ends (see FECModes) when
 	// neither fec nor fec_data is set: off, until FEC costs nothing on a
 	// clean fast link (docs/perf-wan.md, "FEC on the LAN").
-	DefaultFECMode = "off"
+	DefaultFECMode = "auto"
 
 	DefaultBindAddress        = "0.0.0.0"
 	DefaultBindPort           = 443
