@@ -37,11 +37,17 @@ import (
 // followed by a 12-byte trailer; a parity packet is made to look like a
 // short-header packet:
 //
-//	data:   QUIC packet | trailer
+//	data:   QUIC packet | filler (7, random; packets of 1200 bytes or more) | trailer
 //	parity: 0x40|r (r random, 5 bits) | the peer's 20-byte connection ID
 //	        (copied from the group's last packet) | parity body, encrypted |
 //	        trailer
 //	trailer: (fec shard header (7) | loss report (1)) XOR mask | tag (4)
+//
+// The code (package fec) runs over the packets without their connection
+// ID (first byte | the rest), which the receiver puts back from the group's
+// packets; a filled data packet has bit 7 of the header's index set. So a
+// full-size data packet and its group's parity are the same length
+// (pathPad).
 //
 // mask | tag are the first 12 bytes of AES-128(key, sample), sample being
 // the 16 bytes after the connection ID: QUIC ciphertext for data, the
@@ -63,9 +69,19 @@ const (
 	pathHeaderLen = 1 + ConnectionIDLength
 	// pathMinPacket is the shortest packet that gets protected.
 	pathMinPacket = pathHeaderLen + pathSampleLen
+	// pathPad is the filler after a protected packet of pathPadMin bytes
+	// or more, flagged by pathPadded in its shard header's index byte. A
+	// shard leaves out the connection ID (the receiver knows it from any
+	// packet of the group), so a parity packet is its longest packet + 1
+	// (first byte) + 6 (the code's length and CRC) + trailer: the filler
+	// makes a full-size data packet just as long, and a bulk transfer shows
+	// one packet size, as plain QUIC does.
+	pathPad    = 1 + 6
+	pathPadMin = 1200
+	pathPadded = 0x80
 	// PathFECOverhead is how much longer than quic-go's packets the
-	// largest protected datagram is (a parity packet).
-	PathFECOverhead = pathHeaderLen + 6 + pathTrailerLen
+	// largest protected datagram is (a full-size packet or parity).
+	PathFECOverhead = pathPad + pathTrailerLen
 	// pathFlushWait closes a group that did not fill, so parity for a slow
 	// flow follows within this.
 	pathFlushWait = 5 * time.Millisecond
@@ -123,6 +139,7 @@ type pathPeer struct {
 	gen        uint64
 	timer      *time.Timer
 	dcid       [ConnectionIDLength]byte
+	strip      []byte // the packet without its connection ID, as the encoder takes it
 	wbuf       []byte
 	report     atomic.Int32 // loss the peer reports on what we send, 0.1 % units (-1: none yet)
 	nextAdapt  time.Time
@@ -140,6 +157,7 @@ type pathPeer struct {
 	dec      *fec.Decoder
 	hold     pathHold
 	shard    []byte
+	rdcid    [ConnectionIDLength]byte // connection ID of the last protected packet
 	framedAt time.Time
 }
 

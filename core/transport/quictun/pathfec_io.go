@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/cipher"
 	"crypto/subtle"
+	"encoding/binary"
 	"math"
 	mrand "math/rand/v2"
 	"net"
@@ -47,11 +48,19 @@ func (c *PathFEC) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 		hdr[i] = tr[i] ^ m[i]
 	}
 	p.takeReport(tr[fec.HeaderLen] ^ m[fec.HeaderLen])
+	padded := hdr[4]&pathPadded != 0
+	hdr[4] &^= pathPadded
 	group := uint32(hdr[0])<<24 | uint32(hdr[1])<<16 | uint32(hdr[2])<<8 | uint32(hdr[3])
 	index, k, mm := int(hdr[4]), int(hdr[5]), int(hdr[6])
+	copy(p.rdcid[:], b[1:pathHeaderLen])
 	p.shard = append(p.shard[:0], hdr[:]...)
 	if index < k {
-		p.shard = append(p.shard, b[:n]...)
+		if padded {
+			if n -= pathPad; n < pathMinPacket {
+				return // only a broken sender pads a short packet
+			}
+		}
+		p.shard = append(append(p.shard, b[0]), b[pathHeaderLen:n]...)
 	} else {
 		body := b[pathHeaderLen:n]
 		start := len(p.shard)
@@ -59,16 +68,18 @@ func (c *PathFEC) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 		parityStream(*blk, hdr).XORKeyStream(p.shard[start:], body)
 	}
 	p.hold.learn(group, index, k, mm)
-	out := func(pkt []byte) {
-		if index < k && len(pkt) == n && &pkt[0] == &p.shard[fec.HeaderLen] {
-			pkt = b[:n] // this datagram's packet: the read buffer lasts until the queue is empty
-		} else {
-			pkt = bytes.Clone(pkt) // rebuilt, or a held packet
-		}
-		c.ready = append(c.ready, readyPkt{p: pkt, addr: addr, oob: p.oob})
-	}
+	// Every packet out gets is this datagram's (the read buffer, which
+	// lasts until the queue is empty), rebuilt (new) or held (a copy).
+	out := func(pkt []byte) { c.ready = append(c.ready, readyPkt{p: pkt, addr: addr, oob: p.oob}) }
 	// A malformed shard is counted by the decoder and dropped.
-	p.dec.ReceiveAt(p.shard, now, func(g uint32, i int, pkt []byte) {
+	p.dec.ReceiveAt(p.shard, now, func(g uint32, i int, shard []byte) {
+		var pkt []byte
+		if index < k && len(shard) > 0 && &shard[0] == &p.shard[fec.HeaderLen] {
+			pkt = b[:n]
+		} else { // rebuilt: the connection ID goes back in
+			pkt = make([]byte, 0, len(shard)+ConnectionIDLength)
+			pkt = append(append(append(pkt, shard[0]), p.rdcid[:]...), shard[1:]...)
+		}
 		p.hold.offer(pos{g, i}, pkt, now, out)
 	})
 	if len(p.hold.held) > 0 {
@@ -153,11 +164,13 @@ func (c *PathFEC) protect(p *pathPeer, b []byte, addr net.Addr, send func([]byte
 	copy(p.dcid[:], b[1:pathHeaderLen])
 	var werr error
 	emit := func(shard []byte) {
-		if err := c.emit(p, blk, shard, send); err != nil && werr == nil {
+		if err := c.emit(p, blk, shard, b, send); err != nil && werr == nil {
 			werr = err
 		}
 	}
-	if err := p.enc.Add(b, emit); err != nil {
+	// The shard leaves out the connection ID (see pathPad).
+	p.strip = append(append(p.strip[:0], b[0]), b[pathHeaderLen:]...)
+	if err := p.enc.Add(p.strip, emit); err != nil {
 		return send(b)
 	}
 	if p.enc.Pending() == 1 { // a new group: bound its wait for parity
@@ -205,7 +218,7 @@ func (c *PathFEC) flush(p *pathPeer, gen uint64, addr net.Addr) {
 	if p.gen != gen || p.enc.Pending() == 0 || blk == nil {
 		return
 	}
-	p.enc.Flush(func(shard []byte) { c.emit(p, *blk, shard, c.sender(addr)) })
+	p.enc.Flush(func(shard []byte) { c.emit(p, *blk, shard, nil, c.sender(addr)) })
 }
 
 // adapt sets the group shape from the peer's loss report (auto only);
@@ -220,15 +233,22 @@ func (p *pathPeer) adapt(cfg *fec.Config, now time.Time) {
 	p.enc.SetParams(k, m)
 }
 
-// emit passes one shard, made a packet, to send; p.smu is held.
-func (c *PathFEC) emit(p *pathPeer, blk cipher.Block, shard []byte, send func([]byte) error) error {
+// emit passes one shard, made a packet, to send: a data shard as pkt, the
+// packet it was made from, a parity shard as a packet of its own. p.smu is
+// held.
+func (c *PathFEC) emit(p *pathPeer, blk cipher.Block, shard, pkt []byte, send func([]byte) error) error {
 	var hdr [fec.HeaderLen]byte
 	copy(hdr[:], shard)
 	body := shard[fec.HeaderLen:]
 	isData := hdr[4] < hdr[5]
 	w := p.wbuf[:0]
 	if isData {
-		w = append(w, body...)
+		w = append(w, pkt...)
+		if len(pkt) >= pathPadMin {
+			var fill [8]byte
+			binary.LittleEndian.PutUint64(fill[:], mrand.Uint64())
+			w = append(w, fill[:pathPad]...)
+		}
 	} else {
 		w = append(w, 0x40|byte(mrand.Uint32())&0x1f)
 		w = append(w, p.dcid[:]...)
@@ -237,6 +257,9 @@ func (c *PathFEC) emit(p *pathPeer, blk cipher.Block, shard []byte, send func([]
 		parityStream(blk, hdr).XORKeyStream(w[start:], body)
 	}
 	m := c.mask(blk, w[pathHeaderLen:])
+	if isData && len(pkt) >= pathPadMin {
+		hdr[4] |= pathPadded
+	}
 	for i := range hdr {
 		w = append(w, hdr[i]^m[i])
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -156,6 +157,48 @@ func TestPathFECRecoversInOrder(t *testing.T) {
 	}
 	if cs := cli.Totals(); cs.DataSent != n || cs.ParitySent != 2*n/10 {
 		t.Errorf("sent %d data, %d parity; want %d, %d", cs.DataSent, cs.ParitySent, n, 2*n/10)
+	}
+}
+
+// On the wire a group of full-size packets and its parity are all one
+// size (the connection ID is left out of the code, the packets padded), so
+// a bulk transfer shows one packet size; a group of short packets gets
+// parity 7 bytes longer than its longest. Every packet arrives intact.
+func TestPathFECOneWireSize(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	drop := func(b []byte) bool {
+		mu.Lock()
+		sizes = append(sizes, len(b))
+		mu.Unlock()
+		return false
+	}
+	cli, srv, _ := pathPair(t, fec.Config{K: 4, M: 2}, drop)
+	rng := rand.New(rand.NewPCG(3, 4))
+	var want [][]byte
+	for i := range 8 {
+		n := InitialPacketSize
+		if i >= 4 {
+			n = 600
+		}
+		p := quicLike(rng, i, n)
+		want = append(want, p)
+		if _, err := cli.WriteTo(p, srv.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, p := range readN(t, srv, len(want)) {
+		if !bytes.Equal(p, want[i]) {
+			t.Fatalf("packet %d differs", i)
+		}
+	}
+	full := InitialPacketSize + PathFECOverhead
+	short := 600 + pathTrailerLen
+	wantSizes := []int{full, full, full, full, full, full, short, short, short, short, short + pathPad, short + pathPad}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(sizes, wantSizes) {
+		t.Fatalf("wire sizes %v, want %v", sizes, wantSizes)
 	}
 }
 
