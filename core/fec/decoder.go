@@ -122,10 +122,14 @@ func (d *Decoder) Stats() Stats {
 	return s
 }
 
-// LossRate returns the fraction of shards (data and parity) lost on the
-// way, averaged over about LossMemory recent shards of closed groups. A
-// group of which nothing arrived counts as the size of the group closed
-// before it. It is what the session reports to the peer for [Choose].
+// LossRate returns the rate of loss events among the shards (data and
+// parity), averaged over about LossMemory recent shards of closed groups:
+// a run of consecutive shards lost (in the order sent) counts once, and so
+// does a group of which nothing arrived (counted as the size of the group
+// closed before it). Random loss shows as itself; a full queue's overflow,
+// which drops a burst that no parity covers and which parity would only
+// feed, shows as one event. It is what the session reports to the peer for
+// [Choose].
 func (d *Decoder) LossRate() float64 { return d.loss.rate() }
 
 // Tracked returns the number of groups the decoder holds state for.
@@ -262,9 +266,9 @@ func (d *Decoder) advance(id uint32) {
 		if g.state != slotEmpty && g.id == old {
 			d.retireSlot(g)
 		} else if !d.floorActive || int32(old-d.floor) >= 0 {
-			// Nothing of this group arrived.
+			// Nothing of this group arrived: one loss event.
 			d.stats.GroupsLost++
-			d.loss.add(d.lastExp, d.lastExp)
+			d.loss.add(1, d.lastExp)
 		}
 	}
 	d.head = id

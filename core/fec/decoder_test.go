@@ -191,8 +191,8 @@ func TestFlushPartialGroup(t *testing.T) {
 	feed(t, d, &s, t0, shards[0], shards[3], shards[5]) // lose data 1 and 2
 	wantAll(t, &s, pkts)
 	d.Expire(t0.Add(time.Hour))
-	// Lost: data 1, 2 and parity 1 of 3+3 shards.
-	if st := d.Stats(); st.Unrecoverable != 0 || d.LossRate() != 0.5 {
+	// Lost: data 1, 2 (one run) and parity 1 (another) of 3+3 shards.
+	if st := d.Stats(); st.Unrecoverable != 0 || math.Abs(d.LossRate()-2.0/6) > 1e-9 {
 		t.Fatalf("stats %+v loss %v", st, d.LossRate())
 	}
 }
@@ -487,5 +487,30 @@ func TestNoParityKeepsNothing(t *testing.T) {
 	}
 	if dec.held != 0 {
 		t.Fatalf("%d shard buffers held for groups without parity", dec.held)
+	}
+}
+
+// Loss events, not lost shards: a burst counts once, scattered losses each.
+func TestLossRuns(t *testing.T) {
+	for _, c := range []struct {
+		have   uint64
+		n      int
+		parity uint64
+		p      int
+		want   int
+	}{
+		{0b1111, 4, 0b11, 2, 0},
+		{0b1011, 4, 0b11, 2, 1}, // data 2
+		{0b0011, 4, 0b10, 2, 1}, // data 2, 3, parity 0: one burst
+		{0b0101, 4, 0b01, 2, 3}, // data 1, data 3, parity 1
+		{0, 4, 0, 2, 1},         // everything
+		{0b1110, 4, 0b01, 2, 2}, // data 0, parity 1
+	} {
+		if got := lossRuns(c.have, c.n, c.parity, c.p); got != c.want {
+			t.Errorf("lossRuns(%b, %d, %b, %d) = %d, want %d", c.have, c.n, c.parity, c.p, got, c.want)
+		}
+	}
+	if got := lossRuns(1<<63-1, 64, 0, 1); got != 1 {
+		t.Errorf("data 63 and the parity after it: %d runs, want 1", got)
 	}
 }

@@ -219,8 +219,9 @@ func (d *Decoder) recover(g *group, deliver func(uint32, int, []byte)) {
 	}
 }
 
-// close accounts for an open group: its losses go into the loss estimate
-// and the data never delivered into Unrecoverable.
+// close accounts for an open group: its loss events go into the loss
+// estimate (see [Decoder.LossRate]) and the data never delivered into
+// Unrecoverable.
 func (d *Decoder) close(g *group) {
 	d.release(g)
 	g.state = slotClosed
@@ -234,8 +235,27 @@ func (d *Decoder) close(g *group) {
 		}
 		expected += FlushParity(g.m, n, planned)
 	}
-	got := bits.OnesCount64(g.have&mask(n)) + bits.OnesCount64(g.parity)
-	d.loss.add(max(expected-got, 0), expected)
+	d.loss.add(lossRuns(g.have, n, g.parity, expected-n), expected)
 	d.lastExp = expected
 	d.stats.Unrecoverable += uint64(n - bits.OnesCount64(g.dlv&mask(n)))
+}
+
+// lossRuns counts the runs of consecutive missing shards of a group in the
+// order they were sent: its n data shards (received: bits of have), then
+// its p parity shards (bits of parity).
+func lossRuns(have uint64, n int, parity uint64, p int) int {
+	runs, missing := 0, false
+	for i := range n + p {
+		var got bool
+		if i < n {
+			got = have&(1<<i) != 0
+		} else {
+			got = parity&(1<<(i-n)) != 0
+		}
+		if !got && !missing {
+			runs++
+		}
+		missing = !got
+	}
+	return runs
 }

@@ -316,12 +316,17 @@ func (p *pathPeer) stats() fec.ConnStats {
 	return st
 }
 
+// addrPort is a peer's key. An IPv4 address may come in its 4-byte or its
+// IPv4-mapped 16-byte form (quic-go's dial address, a batch read on an
+// IPv4 socket, a dual-stack socket): both are one peer, or the loss reports
+// of one half never reach the other.
 func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	ua, ok := a.(*net.UDPAddr)
 	if !ok {
 		return netip.AddrPort{}, false
 	}
-	return ua.AddrPort(), true
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
 // peer returns addr's state, creating it when create is set.

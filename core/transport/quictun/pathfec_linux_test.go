@@ -297,3 +297,27 @@ func kernelGSO(t *testing.T, c *net.UDPConn) bool {
 }
 
 func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(&b[0]) }
+
+// fec = "auto" over a clean loopback: each end reports the loss it sees to
+// the other, which drops its parity (it starts as for 1 % loss). This
+// fails if the reports do not reach the sending half, as when the two
+// halves keyed the peer by different forms of its address.
+func TestPathFECAutoDropsParityOnCleanLink(t *testing.T) {
+	lp := newLoopbackPair(t, &fec.Config{})
+	payload := make([]byte, 4<<20)
+	// Pauses let the groups of the slow direction (acknowledgements) age
+	// out of the decoder (300 ms), so it has closed groups to report on.
+	for range 4 {
+		if got, cs, _ := lp.upload(t, payload); len(got) != len(payload) {
+			t.Fatalf("%d bytes arrived", len(got))
+		} else {
+			cs.CancelRead(0)
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+	cst, _ := lp.cf.Stats(lp.spc.LocalAddr())
+	sst, _ := lp.sf.Stats(lp.cpc.LocalAddr())
+	if cst.M != 0 || sst.M != 0 || cst.DataSent < 5000 {
+		t.Fatalf("after 16 MiB on a clean link the shapes are %d+%d (client) and %d+%d (server), want no parity; client %+v", cst.K, cst.M, sst.K, sst.M, cst)
+	}
+}

@@ -358,3 +358,14 @@ func TestPathFECAdaptsToReportedLoss(t *testing.T) {
 		t.Errorf("on a clean link: shape %d+%d, reported loss %.4f; lossy it was m=%d at %.4f", st.K, st.M, st.SendLoss, lossyM, lossyLoss)
 	}
 }
+
+// An IPv4 peer is one peer whichever form its address comes in.
+func TestPathFECAddrForms(t *testing.T) {
+	four := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1).To4(), Port: 443}
+	mapped := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1).To16(), Port: 443}
+	a, _ := addrPort(four)
+	b, _ := addrPort(mapped)
+	if a != b {
+		t.Fatalf("%v and %v are different peers", a, b)
+	}
+}
