@@ -111,13 +111,20 @@ func datagramsThroughSlowReader(t *testing.T, gate *Gate, n int, spin time.Durat
 }
 
 func rcvbuf(t *testing.T, c *net.UDPConn) int {
+	n, _ := sockopt(t, c, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	return n
+}
+
+// sockopt reads an integer socket option of c.
+func sockopt(t *testing.T, c *net.UDPConn, level, opt int) (int, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n int
-	rc.Control(func(fd uintptr) { n, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
-	return n
+	var serr error
+	rc.Control(func(fd uintptr) { n, serr = unix.GetsockoptInt(int(fd), level, opt) })
+	return n, serr
 }
 
 // TestGateKeepsDatagrams: quic-go keeps 128 unread datagrams per connection

@@ -287,13 +287,8 @@ func BenchmarkPathFECLoopback(b *testing.B) {
 
 // kernelGSO reports whether the socket takes a UDP_SEGMENT option.
 func kernelGSO(t *testing.T, c *net.UDPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	rc.Control(func(fd uintptr) { _, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT) })
-	return serr == nil
+	_, err := sockopt(t, c, unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+	return err == nil
 }
 
 func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(&b[0]) }
