@@ -128,9 +128,20 @@ func (d *Decoder) Stats() Stats {
 // does a group of which nothing arrived (counted as the size of the group
 // closed before it). Random loss shows as itself; a full queue's overflow,
 // which drops a burst that no parity covers and which parity would only
-// feed, shows as one event. It is what the session reports to the peer for
-// [Choose].
+// feed, shows as one event.
 func (d *Decoder) LossRate() float64 { return d.loss.rate() }
+
+// LossBound is a loss rate that LossRate's true value is unlikely (about
+// 2 %) to exceed, given how few shards it was measured over. It is what a
+// session reports to the peer for [Choose]: a rate measured over a few
+// hundred shards says little (at 1 % loss, one time in thirteen it is 0
+// over 256 shards), and a sender that believed it would drop its parity at
+// the start of a flow, when a loss costs the most — a loss-based
+// congestion control in slow start leaves it at the first unrepaired loss
+// and then grows its window slowly. The bound starts high and closes in on
+// the rate within a few thousand shards, below [CleanLoss] on a clean link
+// after about 4,000.
+func (d *Decoder) LossBound() float64 { return d.loss.bound() }
 
 // Tracked returns the number of groups the decoder holds state for.
 func (d *Decoder) Tracked() int {

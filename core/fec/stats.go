@@ -54,6 +54,25 @@ func (l *lossEstimator) rate() float64 {
 	return l.lost / l.total
 }
 
+// boundZ is the normal quantile of [lossEstimator.bound]: about 98 % one
+// sided.
+const boundZ = 2
+
+// bound is the upper end of the Wilson score interval of the rate, the
+// decayed counts taken as the sample: with few shards seen it is well above
+// the rate (no shards: 1), and it closes in on the rate as they add up.
+func (l *lossEstimator) bound() float64 {
+	n := l.total
+	if n <= 0 {
+		return 1
+	}
+	p := min(l.lost/n, 1)
+	z2 := float64(boundZ * boundZ)
+	centre := p + z2/(2*n)
+	spread := boundZ * math.Sqrt(p*(1-p)/n+z2/(4*n*n))
+	return min((centre+spread)/(1+z2/n), 1)
+}
+
 // ConnStats is what the forward error correction of one connection did,
 // both ways.
 type ConnStats struct {

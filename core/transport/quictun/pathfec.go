@@ -87,6 +87,9 @@ const (
 	pathFlushWait = 5 * time.Millisecond
 	// pathMaxHold bounds how long a packet waits behind a hole.
 	pathMaxHold = 20 * time.Millisecond
+	// pathWindow is how many recent groups a receiver tracks (decoder
+	// window, connection IDs).
+	pathWindow = 32
 	// pathPeerIdle: a peer from which no protected packet came for this
 	// long gets plain packets again (server side) and is forgotten after
 	// twice as long.
@@ -158,6 +161,7 @@ type pathPeer struct {
 	hold     pathHold
 	shard    []byte
 	rdcid    [ConnectionIDLength]byte // connection ID of the last protected packet
+	gcids    [pathWindow]groupCID     // connection IDs of recent groups, by group % pathWindow
 	framedAt time.Time
 }
 
@@ -343,7 +347,7 @@ func (c *PathFEC) peer(ap netip.AddrPort, create bool, now time.Time) *pathPeer 
 			return nil
 		}
 	}
-	dec, err := fec.NewDecoder(fec.DecoderOptions{Window: 32, MaxWait: 300 * time.Millisecond,
+	dec, err := fec.NewDecoder(fec.DecoderOptions{Window: pathWindow, MaxWait: 300 * time.Millisecond,
 		MaxPacket: InitialPacketSize, MaxMemory: 1 << 20})
 	if err != nil {
 		return nil

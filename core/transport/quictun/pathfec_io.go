@@ -53,6 +53,7 @@ func (c *PathFEC) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 	group := uint32(hdr[0])<<24 | uint32(hdr[1])<<16 | uint32(hdr[2])<<8 | uint32(hdr[3])
 	index, k, mm := int(hdr[4]), int(hdr[5]), int(hdr[6])
 	copy(p.rdcid[:], b[1:pathHeaderLen])
+	p.noteCID(group, p.rdcid)
 	p.shard = append(p.shard[:0], hdr[:]...)
 	if index < k {
 		if padded {
@@ -76,15 +77,40 @@ func (c *PathFEC) receive(b []byte, addr net.Addr, oob []byte, now time.Time) {
 		var pkt []byte
 		if index < k && len(shard) > 0 && &shard[0] == &p.shard[fec.HeaderLen] {
 			pkt = b[:n]
-		} else { // rebuilt: the connection ID goes back in
+		} else { // rebuilt: its group's connection ID goes back in
+			cid := p.groupCID(g)
 			pkt = make([]byte, 0, len(shard)+ConnectionIDLength)
-			pkt = append(append(append(pkt, shard[0]), p.rdcid[:]...), shard[1:]...)
+			pkt = append(append(append(pkt, shard[0]), cid[:]...), shard[1:]...)
 		}
 		p.hold.offer(pos{g, i}, pkt, now, out)
 	})
 	if len(p.hold.held) > 0 {
 		c.holding[p] = struct{}{}
 	}
+}
+
+// groupCID is the connection ID the packets of one group carry.
+type groupCID struct {
+	group uint32
+	ok    bool
+	cid   [ConnectionIDLength]byte
+}
+
+// noteCID records the connection ID of a packet of group (data or
+// parity: the sender keeps one per group). p.rmu is held.
+func (p *pathPeer) noteCID(group uint32, cid [ConnectionIDLength]byte) {
+	p.gcids[group%pathWindow] = groupCID{group: group, ok: true, cid: cid}
+}
+
+// groupCID returns the connection ID to rebuild a packet of group with:
+// the group's own (quic-go moves to new connection IDs during a
+// connection, and the ID is part of the packet's authenticated data), or
+// the last one seen if the group's was not kept. p.rmu is held.
+func (p *pathPeer) groupCID(group uint32) [ConnectionIDLength]byte {
+	if g := p.gcids[group%pathWindow]; g.ok && g.group == group {
+		return g.cid
+	}
+	return p.rdcid
 }
 
 // takeReport records the loss the peer reports on our packets.
@@ -161,8 +187,18 @@ func (c *PathFEC) protect(p *pathPeer, b []byte, addr net.Addr, send func([]byte
 		p.enc = enc
 	}
 	p.adapt(c.cfg.Load(), now)
-	copy(p.dcid[:], b[1:pathHeaderLen])
 	var werr error
+	if p.enc.Pending() > 0 && !bytes.Equal(p.dcid[:], b[1:pathHeaderLen]) {
+		// quic-go moved to another connection ID: the group closes, so
+		// that all its packets (and its parity, which carries the ID)
+		// have one ID for the receiver to rebuild them with.
+		p.enc.Flush(func(shard []byte) {
+			if err := c.emit(p, blk, shard, nil, send); err != nil && werr == nil {
+				werr = err
+			}
+		})
+	}
+	copy(p.dcid[:], b[1:pathHeaderLen])
 	emit := func(shard []byte) {
 		if err := c.emit(p, blk, shard, b, send); err != nil && werr == nil {
 			werr = err
@@ -277,12 +313,14 @@ func (c *PathFEC) emit(p *pathPeer, blk cipher.Block, shard, pkt []byte, send fu
 	return nil
 }
 
-// lossReport is the loss this end measures on p's shards, in 0.1 % units.
+// lossReport is the loss this end measures on p's shards, in 0.1 % units:
+// the upper bound of the estimate (fec.Decoder.LossBound), rounded down, so
+// a clean link reads 0 (no parity) once the bound is under 0.1 %.
 func (c *PathFEC) lossReport(p *pathPeer) byte {
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
 	if p.dec == nil || p.dec.Stats().GroupsClosed < 8 {
 		return lossUnknown
 	}
-	return byte(min(math.Round(p.dec.LossRate()*1000), lossUnknown-1))
+	return byte(min(math.Floor(p.dec.LossBound()*1000), lossUnknown-1))
 }

@@ -293,26 +293,55 @@ func kernelGSO(t *testing.T, c *net.UDPConn) bool {
 
 func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(&b[0]) }
 
+// download sends payload from the server to the client on a new stream.
+func (lp *loopbackPair) download(tb testing.TB, payload []byte) []byte {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ss, err := lp.sc.OpenStreamSync(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() {
+		ss.Write(payload)
+		ss.Close()
+	}()
+	cs, err := lp.cc.AcceptStream(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	got, err := io.ReadAll(cs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ss.CancelRead(0)
+	return got
+}
+
 // fec = "auto" over a clean loopback: each end reports the loss it sees to
-// the other, which drops its parity (it starts as for 1 % loss). This
+// the other, which drops its parity (it starts as for 1 % loss) once the
+// report's upper bound is under 0.1 %, a few thousand packets in. This
 // fails if the reports do not reach the sending half, as when the two
 // halves keyed the peer by different forms of its address.
 func TestPathFECAutoDropsParityOnCleanLink(t *testing.T) {
 	lp := newLoopbackPair(t, &fec.Config{})
 	payload := make([]byte, 4<<20)
-	// Pauses let the groups of the slow direction (acknowledgements) age
-	// out of the decoder (300 ms), so it has closed groups to report on.
-	for range 4 {
+	// Pauses let the last groups age out of the decoder (300 ms), so it
+	// has closed groups to report on.
+	for range 3 {
 		if got, cs, _ := lp.upload(t, payload); len(got) != len(payload) {
 			t.Fatalf("%d bytes arrived", len(got))
 		} else {
 			cs.CancelRead(0)
 		}
+		if got := lp.download(t, payload); len(got) != len(payload) {
+			t.Fatalf("%d bytes arrived", len(got))
+		}
 		time.Sleep(400 * time.Millisecond)
 	}
 	cst, _ := lp.cf.Stats(lp.spc.LocalAddr())
 	sst, _ := lp.sf.Stats(lp.cpc.LocalAddr())
-	if cst.M != 0 || sst.M != 0 || cst.DataSent < 5000 {
-		t.Fatalf("after 16 MiB on a clean link the shapes are %d+%d (client) and %d+%d (server), want no parity; client %+v", cst.K, cst.M, sst.K, sst.M, cst)
+	if cst.M != 0 || sst.M != 0 || cst.DataSent < 5000 || sst.DataSent < 5000 {
+		t.Fatalf("after 12 MiB each way on a clean link the shapes are %d+%d (client) and %d+%d (server), want no parity; client %+v server %+v", cst.K, cst.M, sst.K, sst.M, cst, sst)
 	}
 }

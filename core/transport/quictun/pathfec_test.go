@@ -369,3 +369,47 @@ func TestPathFECAddrForms(t *testing.T) {
 		t.Fatalf("%v and %v are different peers", a, b)
 	}
 }
+
+// quic-go moves to new connection IDs during a connection, and the ID is
+// part of what a packet's AEAD authenticates: a rebuilt packet must get
+// the ID it was sent with, not the last one seen. Here the ID changes
+// every 7 packets (groups of 10) and the first packet of every group but
+// the first is lost; every packet arrives byte for byte, in order.
+func TestPathFECRebuildsWithItsConnectionID(t *testing.T) {
+	var mu sync.Mutex
+	first := false // the next datagram opens a group (not the first: a hole before the first packet seen cannot be known)
+	drop := func(b []byte) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		lost := first
+		// A parity packet (not a data packet of ours: seq marker) ends a
+		// group; the next data packet opens one.
+		first = b[pathHeaderLen+4] != 0xAA
+		return lost && !first
+	}
+	cli, srv, _ := pathPair(t, fec.Config{K: 10, M: 2}, drop)
+	rng := rand.New(rand.NewPCG(5, 6))
+	const n = 700
+	var want [][]byte
+	for i := range n {
+		p := quicLike(rng, i, 300+rng.IntN(900))
+		p[pathHeaderLen+4] = 0xAA // marks a data packet for drop
+		cid := byte(i / 7)
+		for j := 1; j <= ConnectionIDLength; j++ {
+			p[j] = cid ^ byte(j)
+		}
+		want = append(want, p)
+		if _, err := cli.WriteTo(p, srv.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readN(t, srv, n)
+	for i := range got {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("packet %d: got seq %d, connection ID %x; want seq %d, ID %x", i, seqOf(got[i]), got[i][1:pathHeaderLen], i, want[i][1:pathHeaderLen])
+		}
+	}
+	if st := srv.Totals(); st.Recv.Recovered+st.Recv.Delivered != n || st.Recv.Recovered < n/10 || st.Recv.Corrupt != 0 {
+		t.Fatalf("receiver %+v: want all %d, ≥ %d rebuilt", st.Recv, n, n/10)
+	}
+}
