@@ -131,17 +131,18 @@ func (d *Decoder) Stats() Stats {
 // feed, shows as one event.
 func (d *Decoder) LossRate() float64 { return d.loss.rate() }
 
-// LossBound is a loss rate that LossRate's true value is unlikely (about
-// 2 %) to exceed, given how few shards it was measured over. It is what a
-// session reports to the peer for [Choose]: a rate measured over a few
-// hundred shards says little (at 1 % loss, one time in thirteen it is 0
-// over 256 shards), and a sender that believed it would drop its parity at
-// the start of a flow, when a loss costs the most — a loss-based
-// congestion control in slow start leaves it at the first unrepaired loss
-// and then grows its window slowly. The bound starts high and closes in on
-// the rate within a few thousand shards, below [CleanLoss] on a clean link
-// after about 4,000.
-func (d *Decoder) LossBound() float64 { return d.loss.bound() }
+// CautiousLoss is the loss rate a session reports to the peer for
+// [Choose]: while the estimate rests on fewer than 4,096 shards, the upper
+// end of its Wilson interval (z = 2), after that LossRate itself. A rate
+// measured over a few hundred shards says little (at 1 % loss, one time in
+// thirteen it is 0 over 256 shards), and a sender that believed it would
+// drop its parity at the start of a flow, when a loss costs the most: a
+// loss-based congestion control in slow start leaves it at the first
+// unrepaired loss and then grows its window slowly. The bound starts high
+// (1.5 % over 256 clean shards, 3 % with two lost) and closes in on the
+// rate; trusting the rate once it is well measured keeps a clean link
+// that sees the odd burst of congestion loss from paying for parity.
+func (d *Decoder) CautiousLoss() float64 { return d.loss.cautious() }
 
 // Tracked returns the number of groups the decoder holds state for.
 func (d *Decoder) Tracked() int {

@@ -58,6 +58,20 @@ func (l *lossEstimator) rate() float64 {
 // sided.
 const boundZ = 2
 
+// cautiousShards is how many shards (decayed count) the estimate must
+// average over before [lossEstimator.cautious] trusts the rate itself: at
+// 1 % loss its standard error is then 0.16 %.
+const cautiousShards = 4096
+
+// cautious is the rate to choose parity by: the upper bound while fewer
+// than cautiousShards (or half the memory) were seen, the rate after.
+func (l *lossEstimator) cautious() float64 {
+	if l.total < min(cautiousShards, l.memory/2) {
+		return l.bound()
+	}
+	return l.rate()
+}
+
 // bound is the upper end of the Wilson score interval of the rate, the
 // decayed counts taken as the sample: with few shards seen it is well above
 // the rate (no shards: 1), and it closes in on the rate as they add up.

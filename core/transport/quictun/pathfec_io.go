@@ -314,13 +314,13 @@ func (c *PathFEC) emit(p *pathPeer, blk cipher.Block, shard, pkt []byte, send fu
 }
 
 // lossReport is the loss this end measures on p's shards, in 0.1 % units:
-// the upper bound of the estimate (fec.Decoder.LossBound), rounded down, so
-// a clean link reads 0 (no parity) once the bound is under 0.1 %.
+// the cautious estimate (fec.Decoder.CautiousLoss), rounded down, so a
+// clean link reads 0 (no parity) once it is under 0.1 %.
 func (c *PathFEC) lossReport(p *pathPeer) byte {
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
 	if p.dec == nil || p.dec.Stats().GroupsClosed < 8 {
 		return lossUnknown
 	}
-	return byte(min(math.Floor(p.dec.LossBound()*1000), lossUnknown-1))
+	return byte(min(math.Floor(p.dec.CautiousLoss()*1000), lossUnknown-1))
 }
