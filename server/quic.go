@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -88,7 +89,7 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 			return fmt.Errorf("quic listen on %s: %w", pc.LocalAddr(), err)
 		}
 		trs = append(trs, tr)
-		go func() { errc <- h3.ServeListener(ln) }()
+		go func() { errc <- s.serveQUICListener(ln, h3) }()
 	}
 	s.log.Info("quic listening", "sockets", len(pcs), "first", pcs[0].LocalAddr().String())
 	select {
@@ -103,6 +104,81 @@ func (s *Server) ServeQUIC(pcs []net.PacketConn) error {
 		return nil
 	}
 	return fmt.Errorf("quic: %w", err)
+}
+
+// serveQUICListener accepts QUIC connections and serves each over HTTP/3
+// (h3), as a pending handshake from accept until its first request was
+// authenticated as a tunnel or handed to the web site (s.pending, as for
+// TCP): one source holds at most its share of the pending slots, a flood
+// sheds the oldest, and a connection that makes no such request within the
+// handshake timeout is closed — quic-go's idle timeout alone would keep it
+// as long as the peer sends PINGs.
+func (s *Server) serveQUICListener(ln *quic.EarlyListener, h3 *http3.Server) error {
+	for {
+		qc, err := ln.Accept(s.ctx)
+		if err != nil {
+			return err
+		}
+		go s.serveQUICConn(qc, h3)
+	}
+}
+
+// quicPending is the handshake state of one QUIC connection.
+type quicPending struct {
+	adm   *admitted
+	state atomic.Int32 // quicWaiting, then quicSettled or quicExpired
+}
+
+const (
+	quicWaiting = iota
+	quicSettled
+	quicExpired
+)
+
+// closeQUIC closes qc as an HTTP/3 server with nothing more to say.
+func closeQUIC(qc *quic.Conn) {
+	qc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+}
+
+func (s *Server) serveQUICConn(qc *quic.Conn, h3 *http3.Server) {
+	remote := addrOf(qc.RemoteAddr())
+	adm := s.pending.admit(remote, func() { closeQUIC(qc) })
+	if adm == nil {
+		s.log.Debug("too many handshakes in progress from this source", "remote", remote, "transport", "quic")
+		closeQUIC(qc)
+		return
+	}
+	p := &quicPending{adm: adm}
+	s.quicPending.Store(qc, p)
+	defer s.quicPending.Delete(qc)
+	defer adm.release()
+	deadline := time.AfterFunc(s.hsTimeout, func() {
+		if p.state.CompareAndSwap(quicWaiting, quicExpired) {
+			s.Stats.HandshakeTimeout.Add(1)
+			s.log.Debug("no tunnel or web request within the handshake timeout", "remote", remote, "transport", "quic")
+			closeQUIC(qc)
+		}
+	})
+	defer deadline.Stop()
+	if err := h3.ServeQUICConn(qc); err != nil {
+		s.log.Debug("http/3 connection ended", "remote", remote, "err", err)
+	}
+}
+
+// settleQUIC ends the handshake of qc's connection: its request was
+// authenticated or handed to the web site. It reports false when the
+// handshake deadline closed the connection first.
+func (s *Server) settleQUIC(qc *quic.Conn) bool {
+	v, ok := s.quicPending.Load(qc)
+	if !ok {
+		return true // not accepted through serveQUICListener (tests)
+	}
+	p := v.(*quicPending)
+	if p.state.CompareAndSwap(quicWaiting, quicSettled) {
+		p.adm.release()
+		return true
+	}
+	return p.state.Load() == quicSettled
 }
 
 // quicSockets wraps the QUIC sockets for quic-go: with path FEC when fec
@@ -224,6 +300,10 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 		s.h3Fallback(w, r, consumed, err.Error(), err)
 		return
 	}
+	if !s.settleQUIC(qc) {
+		ss.dropPending()
+		return
+	}
 	rc.SetReadDeadline(time.Time{})
 	w.WriteHeader(http.StatusOK)
 	str, err := w.(http3.HTTPStreamer).HTTPStream()
@@ -244,6 +324,9 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 // h3Fallback serves the web site for a request that is not a tunnel; the
 // bytes read while looking for a Hello are put back in front of the body.
 func (s *Server) h3Fallback(w http.ResponseWriter, r *http.Request, consumed []byte, reason string, refused error) {
+	if qc, _ := r.Context().Value(quicConnKey{}).(*quic.Conn); qc != nil {
+		s.settleQUIC(qc) // handed to the web site
+	}
 	s.Stats.AuthFailures.Add(1)
 	s.countRefusal(refused)
 	s.log.Debug("not a valid client, serving the web site over HTTP/3", "remote", r.RemoteAddr, "reason", reason)

@@ -393,3 +393,69 @@ func TestQUICFullPacketFillsQUICPacket(t *testing.T) {
 		}
 	}
 }
+
+// A QUIC connection that completes its handshake and then makes no request
+// is closed at the handshake deadline (2 s here), even while it sends
+// PINGs, which keep quic-go's idle timer fresh; one that asked for a web
+// page is not. Pending QUIC handshakes count against the source's cap.
+func TestQUICIdleAfterHandshakeClosed(t *testing.T) {
+	r, addr := quicRigWith(t, func(c *config.Server) { c.Connection.MaxPendingPerSource = 3 }, nil)
+	dial := func() *quic.Conn {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		qc, err := quic.DialAddr(ctx, addr, &tls.Config{InsecureSkipVerify: true, ServerName: "localhost", NextProtos: []string{http3.NextProtoH3}},
+			&quic.Config{KeepAlivePeriod: 200 * time.Millisecond, MaxIdleTimeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { qc.CloseWithError(0, "") })
+		return qc
+	}
+	start := time.Now()
+	idle := []*quic.Conn{dial(), dial(), dial()}
+	// The source is at its cap: a fourth connection is closed at once.
+	fourth := dial()
+	select {
+	case <-fourth.Context().Done():
+	case <-time.After(time.Second):
+		t.Error("a fourth pending QUIC connection from a source capped at 3 was kept")
+	}
+	for i, qc := range idle {
+		select {
+		case <-qc.Context().Done():
+			if d := time.Since(start); d < 1500*time.Millisecond || d > 5*time.Second {
+				t.Errorf("idle connection %d closed after %v, want about the 2 s handshake timeout", i, d)
+			}
+		case <-time.After(8 * time.Second):
+			t.Fatalf("idle connection %d not closed by the server", i)
+		}
+	}
+	for i := 0; r.srv.pending.pending() != 0; i++ {
+		if i == 100 {
+			t.Fatalf("%d handshakes still pending", r.srv.pending.pending())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A web request settles the handshake: the connection outlives the
+	// deadline and serves a second request after it.
+	tr := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "localhost"},
+		QUICConfig: &quic.Config{KeepAlivePeriod: 200 * time.Millisecond}}
+	defer tr.Close()
+	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	for i := range 2 {
+		rsp, err := hc.Get("https://" + addr + "/index.html")
+		if err != nil {
+			t.Fatalf("web request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, rsp.Body)
+		rsp.Body.Close()
+		if i == 0 {
+			time.Sleep(3 * time.Second)
+		}
+	}
+	if n := r.srv.Stats.HandshakeTimeout.Load(); n != 3 {
+		t.Errorf("handshake timeouts counted: %d, want 3", n)
+	}
+}
