@@ -111,7 +111,7 @@ type Server struct {
 	tickets       *auth.TicketKey
 	limiter       *auth.Limiter
 	pending       *admission
-	quicPending   sync.Map // *quic.Conn → *quicPending, while its handshake is pending
+	quicPending   sync.Map     // *quic.Conn → *quicPending, while its handshake is pending
 	limitLogged   atomic.Int64 // unix ns of the last "login budget" INFO line
 
 	pool4, pool6 *Pool

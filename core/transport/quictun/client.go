@@ -129,7 +129,22 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 		tc = pf.Conn()
 	}
 	tr := &quic.Transport{Conn: tc, ConnectionIDLength: ConnectionIDLength}
+	var fresh *freshPath
+	if o.PathFEC {
+		fresh = &freshPath{open: func() (*PathFEC, *quic.Transport, func(), error) {
+			pc, err := lc.ListenPacket(context.Background(), network, ":0")
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			pf := NewClientPathFEC(pc, gate)
+			tr := &quic.Transport{Conn: pf.Conn(), ConnectionIDLength: ConnectionIDLength}
+			return pf, tr, func() { tr.Close(); pf.Close(); pc.Close() }, nil
+		}}
+	}
 	release := func() {
+		if fresh != nil {
+			fresh.close()
+		}
 		tr.Close()
 		if pf != nil {
 			pf.Close() // its flush timers too
@@ -193,7 +208,7 @@ func Dial(ctx context.Context, addr string, o ClientOptions) (*Conn, error) {
 	}
 	c := newConn(qc, rs, qc, gate, rs.StreamID(), true, readResponse, release)
 	if pf != nil {
-		c.pf = pf
+		c.pf, c.fresh, c.peer = pf, fresh, raddr
 	}
 	return c, nil
 }

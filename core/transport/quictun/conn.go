@@ -91,8 +91,16 @@ type Conn struct {
 	// gate learns of every datagram taken from quic-go (see Gate).
 	gate *Gate
 	// pf is the path FEC below qc (nil: none): the client's own socket
-	// wrapper, or the server's sockets. Set before the Conn is returned.
-	pf pathStater
+	// wrapper (replaced when it moves to a fresh path), or the server's
+	// sockets.
+	pfMu sync.Mutex
+	pf   pathStater
+	// fresh moves a client to a new socket once path FEC is on (nil:
+	// server, or no path FEC); fresh.go.
+	fresh *freshPath
+	// peer is the server's address on a client (nil on a server): quic-go's
+	// RemoteAddr is not safe to call while the connection moves paths.
+	peer net.Addr
 
 	in     chan item
 	ctx    context.Context
@@ -421,10 +429,20 @@ func (c *Conn) Close() error {
 }
 
 // LocalAddr is the local UDP address.
-func (c *Conn) LocalAddr() net.Addr { return c.qc.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr {
+	if st := c.snapshot(); st != nil {
+		return st.local
+	}
+	return c.qc.LocalAddr()
+}
 
 // RemoteAddr is the peer's UDP address.
-func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.peer != nil {
+		return c.peer
+	}
+	return c.qc.RemoteAddr()
+}
 
 // SetDeadline sets both deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
@@ -458,6 +476,9 @@ func (c *Conn) ExportKeyingMaterial(label string, ctxData []byte, length int) ([
 	case <-c.closed:
 		return nil, net.ErrClosed
 	}
+	if snap := c.snapshot(); snap != nil {
+		return snap.state.TLS.ExportKeyingMaterial(label, ctxData, length)
+	}
 	st := c.qc.ConnectionState().TLS
 	return st.ExportKeyingMaterial(label, ctxData, length)
 }
@@ -467,6 +488,9 @@ func (c *Conn) ExportKeyingMaterial(label string, ctxData []byte, length int) ([
 func (c *Conn) Used0RTT() bool {
 	select {
 	case <-c.qc.HandshakeComplete():
+		if snap := c.snapshot(); snap != nil {
+			return snap.state.Used0RTT
+		}
 		return c.qc.ConnectionState().Used0RTT
 	default:
 		return false

@@ -20,20 +20,39 @@ const autoStartLoss = 0.01
 // FEC, see PathFEC) with key, the server's wire.Welcome.PathFECKey: call
 // it once the peer announced wire.CapPathFEC. The connection must have
 // been dialed with ClientOptions.PathFEC.
+//
+// The connection then moves to a fresh path in the background, so that
+// quic-go's congestion control restarts with every packet protected
+// (fresh.go).
 func (c *Conn) EnablePathFEC(cfg fec.Config, key []byte) error {
+	c.pfMu.Lock()
 	pf, ok := c.pf.(*PathFEC)
+	c.pfMu.Unlock()
 	if !ok {
 		return errors.New("path fec: the connection was not dialed with path FEC")
 	}
-	return pf.Start(cfg, key)
+	if err := pf.Start(cfg, key); err != nil {
+		return err
+	}
+	if c.fresh != nil {
+		c.startMove(cfg, key)
+	}
+	return nil
 }
 
 // FEC returns the counters of the path FEC with this connection's peer
 // (zero when there is none).
 func (c *Conn) FEC() fec.ConnStats {
-	if c.pf == nil || c.qc == nil {
+	c.pfMu.Lock()
+	pf := c.pf
+	c.pfMu.Unlock()
+	if pf == nil || c.qc == nil {
 		return fec.ConnStats{}
 	}
-	st, _ := c.pf.Stats(c.qc.RemoteAddr())
+	peer := c.peer
+	if peer == nil {
+		peer = c.qc.RemoteAddr()
+	}
+	st, _ := pf.Stats(peer)
 	return st
 }
