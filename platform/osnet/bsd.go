@@ -204,6 +204,11 @@ func (c *bsdConfigurator) apply(cfg netcfg.Config, prev, want journal) (owned []
 	// Outside routes first so the server stays reachable, then the tunnel.
 	for _, r := range want.Routes {
 		if slices.Contains(prev.Routes, r) {
+			// Ours already, but the kernel may have deleted it meanwhile
+			// (a route via a gateway goes when its interface goes down).
+			if err := c.reinstallRoute(r); err != nil {
+				return owned, fmt.Errorf("set network config: re-install route %s: %w", r, err)
+			}
 			owned = append(owned, r)
 			continue
 		}
@@ -401,6 +406,20 @@ func (c *bsdConfigurator) addRoute(r route) (mine bool, err error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("a different route for %s already exists; mirage does not replace routes it did not add", r.Dst)
+}
+
+// reinstallRoute puts back r, a route mirage added before, when the
+// kernel's route for r.Dst is no longer it: added if gone, changed back if
+// something else took its place.
+func (c *bsdConfigurator) reinstallRoute(r route) error {
+	if info, ok := c.exactRoute(r.Dst); ok && sameTarget(info, r) {
+		return nil
+	}
+	out, err := c.sys.run("", "route", bsdRouteArgs("add", r)...)
+	if err != nil && strings.Contains(out, "File exists") {
+		_, err = c.sys.run("", "route", bsdRouteArgs("change", r)...)
+	}
+	return err
 }
 
 // delRoute deletes r if the kernel's route for r.Dst is still the one

@@ -729,6 +729,39 @@ func TestBSDGatewayChange(t *testing.T) {
 	}
 }
 
+// TestBSDLinkFlap: the kernel dropped mirage's bypass route with its
+// interface (a link flap); the next Set puts it back, and one still in
+// place is left alone.
+func TestBSDLinkFlap(t *testing.T) {
+	for _, fl := range []bsdFlavor{flavorDarwin, flavorFreeBSD} {
+		f, c, _ := newBSDFixture(t, fl, false)
+		cfg := bsdCases[0].cfg
+		cfg.Interface = bsdTun(fl)
+		if err := c.Set(cfg); err != nil {
+			t.Fatal(err)
+		}
+		bypass := netip.MustParsePrefix("203.0.113.9/32")
+		want, ok := f.routes[bypass]
+		if !ok {
+			t.Fatalf("%s: no bypass route after Set", fl)
+		}
+		delete(f.routes, bypass)
+		f.takeLog()
+		if err := c.Set(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := f.routes[bypass]; !ok || got != want {
+			t.Errorf("%s: bypass route after the flap = %+v, %v; want %+v", fl, got, ok, want)
+		}
+		if log := f.takeLog(); strings.Count(log, "route -n add") != 1 {
+			t.Errorf("%s: want exactly the bypass route re-added:\n%s", fl, log)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestBSDReconfigure moves from a full tunnel to split routes and back.
 func TestBSDReconfigure(t *testing.T) {
 	for _, fl := range []bsdFlavor{flavorDarwin, flavorFreeBSD} {

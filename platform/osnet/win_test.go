@@ -479,6 +479,39 @@ func TestWinForeignRouteKept(t *testing.T) {
 	}
 }
 
+// TestWinLinkFlap: Windows dropped mirage's bypass route with its
+// interface (a link flap); the next Set puts it back.
+func TestWinLinkFlap(t *testing.T) {
+	o := newWinOS()
+	cf, err := newWinConfigurator(winLog(), t.TempDir(), &winFake{os: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := winCases[0].cfgs[0]
+	if err := cf.Set(cfg); err != nil {
+		t.Fatal(err)
+	}
+	bypass := netip.MustParsePrefix("198.51.100.200/32")
+	i := slices.IndexFunc(o.routes, func(r winRoute) bool { return r.Dst == bypass })
+	if i < 0 {
+		t.Fatal("no bypass route after Set")
+	}
+	want := o.routes[i]
+	o.routes = slices.Delete(o.routes, i, i+1)
+	if err := cf.Set(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(o.routes, want) {
+		t.Errorf("bypass route %s not re-installed after the flap", want)
+	}
+	if err := cf.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(o.routes, func(r winRoute) bool { return r.Dst == bypass }) {
+		t.Error("bypass route left after Close")
+	}
+}
+
 func TestWinErrors(t *testing.T) {
 	o := newWinOS()
 	o.routes = slices.DeleteFunc(o.routes, func(r winRoute) bool { return r.Dst.Bits() == 0 && r.Dst.Addr().Is6() })

@@ -160,16 +160,22 @@ func (c *winConfigurator) Set(cfg netcfg.Config) error {
 	// Original paths are looked up before any tunnel route changes,
 	// ignoring the tunnel and mirage's own earlier routes.
 	tables := map[bool][]winRoute{}
-	origin := func(dst netip.Prefix) (winRoute, error) {
-		v6 := dst.Addr().Is6()
+	load := func(v6 bool) ([]winRoute, error) {
 		if _, ok := tables[v6]; !ok {
 			t, err := c.api.routeTable(v6)
 			if err != nil {
-				return winRoute{}, fmt.Errorf("read routing table: %w", err)
+				return nil, fmt.Errorf("read routing table: %w", err)
 			}
 			tables[v6] = t
 		}
-		o, err := winOrigin(tables[v6], dst.Addr(), luid, c.cur.Routes)
+		return tables[v6], nil
+	}
+	origin := func(dst netip.Prefix) (winRoute, error) {
+		t, err := load(dst.Addr().Is6())
+		if err != nil {
+			return winRoute{}, err
+		}
+		o, err := winOrigin(t, dst.Addr(), luid, c.cur.Routes)
 		if err != nil {
 			return winRoute{}, err
 		}
@@ -237,6 +243,17 @@ func (c *winConfigurator) Set(cfg netcfg.Config) error {
 	owned := make([]winRoute, 0, len(want.Routes))
 	for _, r := range want.Routes {
 		if slices.Contains(prev.Routes, r) {
+			// Ours already, but Windows may have deleted it meanwhile (a
+			// route via a gateway goes when its interface goes down).
+			t, err := load(r.Dst.Addr().Is6())
+			if err != nil {
+				return fmt.Errorf("set network config: %w", err)
+			}
+			if !slices.ContainsFunc(t, func(e winRoute) bool { return e.Dst == r.Dst && e.LUID == r.LUID && e.NextHop == r.NextHop }) {
+				if _, err := c.api.addRoute(r); err != nil {
+					return fmt.Errorf("set network config: re-install route %s: %w", r, err)
+				}
+			}
 			owned = append(owned, r)
 			continue
 		}
