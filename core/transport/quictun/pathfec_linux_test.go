@@ -133,26 +133,32 @@ func newLoopbackPair(tb testing.TB, cfg *fec.Config) *loopbackPair {
 // upload sends payload from client to server on a new stream and returns
 // what arrived and the two streams.
 func (lp *loopbackPair) upload(tb testing.TB, payload []byte) ([]byte, *quic.Stream, *quic.Stream) {
+	return transfer(tb, lp.cc, lp.sc, payload)
+}
+
+// transfer sends payload from one end to the other on a new stream and
+// returns what arrived, the sending and the receiving stream.
+func transfer(tb testing.TB, from, to *quic.Conn, payload []byte) ([]byte, *quic.Stream, *quic.Stream) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cs, err := lp.cc.OpenStreamSync(ctx)
+	out, err := from.OpenStreamSync(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	go func() {
-		cs.Write(payload)
-		cs.Close()
+		out.Write(payload)
+		out.Close()
 	}()
-	ss, err := lp.sc.AcceptStream(ctx)
+	in, err := to.AcceptStream(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	got, err := io.ReadAll(ss)
+	got, err := io.ReadAll(in)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return got, cs, ss
+	return got, out, in
 }
 
 // quic-go over loopback with path FEC on both ends, on the fast path
@@ -293,31 +299,6 @@ func kernelGSO(t *testing.T, c *net.UDPConn) bool {
 
 func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(&b[0]) }
 
-// download sends payload from the server to the client on a new stream.
-func (lp *loopbackPair) download(tb testing.TB, payload []byte) []byte {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ss, err := lp.sc.OpenStreamSync(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go func() {
-		ss.Write(payload)
-		ss.Close()
-	}()
-	cs, err := lp.cc.AcceptStream(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	got, err := io.ReadAll(cs)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ss.CancelRead(0)
-	return got
-}
-
 // fec = "auto" over a clean loopback: each end reports the loss it sees to
 // the other, which drops its parity (it starts as for 1 % loss) once the
 // report's upper bound is under 0.1 %, a few thousand packets in. This
@@ -334,8 +315,10 @@ func TestPathFECAutoDropsParityOnCleanLink(t *testing.T) {
 		} else {
 			cs.CancelRead(0)
 		}
-		if got := lp.download(t, payload); len(got) != len(payload) {
+		if got, ss, _ := transfer(t, lp.sc, lp.cc, payload); len(got) != len(payload) {
 			t.Fatalf("%d bytes arrived", len(got))
+		} else {
+			ss.CancelRead(0)
 		}
 		time.Sleep(400 * time.Millisecond)
 	}

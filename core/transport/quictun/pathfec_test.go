@@ -110,6 +110,24 @@ func pathPair(t *testing.T, cfg fec.Config, drop func([]byte) bool) (cli, srv *P
 	return cli, srv, a
 }
 
+// sendInOrder sends pkts from cli and checks that srv hands them out
+// byte for byte, in order.
+func sendInOrder(t *testing.T, cli, srv *PathFEC, pkts [][]byte) {
+	t.Helper()
+	for _, p := range pkts {
+		if _, err := cli.WriteTo(p, srv.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readN(t, srv, len(pkts))
+	for i := range got {
+		if !bytes.Equal(got[i], pkts[i]) {
+			t.Fatalf("packet %d: got seq %d (%d bytes, connection ID %x), want seq %d (%d bytes, ID %x)",
+				i, seqOf(got[i]), len(got[i]), got[i][1:pathHeaderLen], i, len(pkts[i]), pkts[i][1:pathHeaderLen])
+		}
+	}
+}
+
 // readN reads n packets from c (failing after a second without one).
 func readN(t *testing.T, c *PathFEC, n int) [][]byte {
 	t.Helper()
@@ -139,18 +157,9 @@ func TestPathFECRecoversInOrder(t *testing.T) {
 	const n = 1000
 	var want [][]byte
 	for i := range n {
-		p := quicLike(rng, i, 200+rng.IntN(1200))
-		want = append(want, p)
-		if _, err := cli.WriteTo(p, srv.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
+		want = append(want, quicLike(rng, i, 200+rng.IntN(1200)))
 	}
-	got := readN(t, srv, n)
-	for i := range got {
-		if !bytes.Equal(got[i], want[i]) {
-			t.Fatalf("packet %d: got seq %d (%d bytes), want seq %d (%d bytes)", i, seqOf(got[i]), len(got[i]), i, len(want[i]))
-		}
-	}
+	sendInOrder(t, cli, srv, want)
 	st := srv.Totals()
 	if st.Recv.Recovered != n/10 {
 		t.Errorf("recovered %d, want %d", st.Recv.Recovered, n/10)
@@ -399,16 +408,8 @@ func TestPathFECRebuildsWithItsConnectionID(t *testing.T) {
 			p[j] = cid ^ byte(j)
 		}
 		want = append(want, p)
-		if _, err := cli.WriteTo(p, srv.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
 	}
-	got := readN(t, srv, n)
-	for i := range got {
-		if !bytes.Equal(got[i], want[i]) {
-			t.Fatalf("packet %d: got seq %d, connection ID %x; want seq %d, ID %x", i, seqOf(got[i]), got[i][1:pathHeaderLen], i, want[i][1:pathHeaderLen])
-		}
-	}
+	sendInOrder(t, cli, srv, want)
 	if st := srv.Totals(); st.Recv.Recovered+st.Recv.Delivered != n || st.Recv.Recovered < n/10 || st.Recv.Corrupt != 0 {
 		t.Fatalf("receiver %+v: want all %d, ≥ %d rebuilt", st.Recv, n, n/10)
 	}
