@@ -126,12 +126,17 @@ func (s *Server) serveQUICListener(ln *quic.EarlyListener, h3 *http3.Server) err
 // quicPending is the handshake state of one QUIC connection.
 type quicPending struct {
 	adm   *admitted
-	state atomic.Int32 // quicWaiting, then quicSettled or quicExpired
+	state atomic.Int32 // quicWaiting, then quicTunnel, quicWeb or quicExpired
+	// Web requests in progress and when the last one ended (UnixNano):
+	// a connection left to the web site is closed when idle.
+	active  atomic.Int32
+	lastUse atomic.Int64
 }
 
 const (
 	quicWaiting = iota
-	quicSettled
+	quicTunnel
+	quicWeb
 	quicExpired
 )
 
@@ -160,25 +165,51 @@ func (s *Server) serveQUICConn(qc *quic.Conn, h3 *http3.Server) {
 		}
 	})
 	defer deadline.Stop()
+	go s.closeIdleWeb(qc, p)
 	if err := h3.ServeQUICConn(qc); err != nil {
 		s.log.Debug("http/3 connection ended", "remote", remote, "err", err)
 	}
 }
 
+// closeIdleWeb closes qc once it is the web site's and has had no request
+// in progress for s.quicWebIdle: quic-go's idle timeout alone would keep
+// it as long as the peer sends PINGs.
+func (s *Server) closeIdleWeb(qc *quic.Conn, p *quicPending) {
+	t := time.NewTicker(s.quicWebIdle / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-qc.Context().Done():
+			return
+		case now := <-t.C:
+			if p.state.Load() == quicWeb && p.active.Load() == 0 && now.Sub(time.Unix(0, p.lastUse.Load())) > s.quicWebIdle {
+				closeQUIC(qc)
+				return
+			}
+		}
+	}
+}
+
 // settleQUIC ends the handshake of qc's connection: its request was
-// authenticated or handed to the web site. It reports false when the
-// handshake deadline closed the connection first.
-func (s *Server) settleQUIC(qc *quic.Conn) bool {
+// authenticated (to: quicTunnel) or handed to the web site (quicWeb). It
+// returns qc's state (nil: not accepted through serveQUICListener, as in
+// some tests) and false when the handshake deadline closed the
+// connection first.
+func (s *Server) settleQUIC(qc *quic.Conn, to int32) (*quicPending, bool) {
 	v, ok := s.quicPending.Load(qc)
 	if !ok {
-		return true // not accepted through serveQUICListener (tests)
+		return nil, true
 	}
 	p := v.(*quicPending)
-	if p.state.CompareAndSwap(quicWaiting, quicSettled) {
+	if p.state.CompareAndSwap(quicWaiting, to) {
 		p.adm.release()
-		return true
+		return p, true
 	}
-	return p.state.Load() == quicSettled
+	if to == quicTunnel {
+		p.state.CompareAndSwap(quicWeb, quicTunnel) // a tunnel after web requests: no web idle timeout
+	}
+	st := p.state.Load()
+	return p, st == quicTunnel || st == quicWeb
 }
 
 // quicSockets wraps the QUIC sockets for quic-go: with path FEC when fec
@@ -300,7 +331,7 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 		s.h3Fallback(w, r, consumed, err.Error(), err)
 		return
 	}
-	if !s.settleQUIC(qc) {
+	if _, ok := s.settleQUIC(qc, quicTunnel); !ok {
 		ss.dropPending()
 		return
 	}
@@ -325,7 +356,13 @@ func (s *Server) serveH3(w http.ResponseWriter, r *http.Request) {
 // bytes read while looking for a Hello are put back in front of the body.
 func (s *Server) h3Fallback(w http.ResponseWriter, r *http.Request, consumed []byte, reason string, refused error) {
 	if qc, _ := r.Context().Value(quicConnKey{}).(*quic.Conn); qc != nil {
-		s.settleQUIC(qc) // handed to the web site
+		if p, _ := s.settleQUIC(qc, quicWeb); p != nil { // handed to the web site
+			p.active.Add(1)
+			defer func() {
+				p.lastUse.Store(time.Now().UnixNano())
+				p.active.Add(-1)
+			}()
+		}
 	}
 	s.Stats.AuthFailures.Add(1)
 	s.countRefusal(refused)

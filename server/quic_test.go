@@ -521,3 +521,35 @@ func TestQUICPathFECFreshPath(t *testing.T) {
 		t.Fatalf("client path FEC on the new path: %+v", st)
 	}
 }
+
+// An HTTP/3 connection left to the web site is closed once it has had no
+// request for the web idle timeout, even while the client sends PINGs
+// (quic-go's own idle timer never fires then).
+func TestQUICWebConnectionIdleClosed(t *testing.T) {
+	_, addr := quicRigWith(t, nil, func(o *Options) { o.QUICWebIdle = time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, addr, &tls.Config{InsecureSkipVerify: true, ServerName: "localhost", NextProtos: []string{http3.NextProtoH3}},
+		&quic.Config{KeepAlivePeriod: 200 * time.Millisecond, MaxIdleTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	cc := (&http3.Transport{}).NewClientConn(qc)
+	req, _ := http.NewRequest(http.MethodGet, "https://localhost/index.html", nil)
+	rsp, err := cc.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, rsp.Body)
+	rsp.Body.Close()
+	served := time.Now()
+	select {
+	case <-qc.Context().Done():
+		if d := time.Since(served); d < 900*time.Millisecond || d > 3*time.Second {
+			t.Errorf("closed %v after the last request, want about the 1 s web idle timeout", d)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatal("idle HTTP/3 web connection not closed")
+	}
+}

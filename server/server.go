@@ -6,6 +6,7 @@ package server
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -58,6 +59,10 @@ type Options struct {
 	// OnPadding, when set, is called with the payload size of every
 	// padding frame a client sends (tests, diagnostics).
 	OnPadding func(size int)
+	// QUICWebIdle closes an HTTP/3 connection served by the web site after
+	// this long without a request (0: 30 s, the fallback site's idle
+	// timeout over TCP).
+	QUICWebIdle time.Duration
 }
 
 // Stats are server-wide counters.
@@ -154,8 +159,9 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	// shaping is [obfuscation] for what the server sends (nil: off).
-	shaping   *shaping.Params
-	onPadding func(size int)
+	shaping     *shaping.Params
+	onPadding   func(size int)
+	quicWebIdle time.Duration
 }
 
 // New builds a server from its options.
@@ -187,12 +193,13 @@ func New(o Options) (*Server, error) {
 		// send_queue_packets full-size packets, counted in bytes: on a
 		// long path a batch is often one packet, and a bound in batches
 		// left a queue too short for the inner TCP's bursts (docs/perf-wan.md).
-		queueLen:   c.Connection.SendQueuePackets,
-		queueBytes: int64(c.Connection.SendQueuePackets) * queuePacketBytes,
-		fec:        c.Connection.FEC(),
-		pathFECKey: quictun.NewPathFECKey(),
-		shaping:    c.Obfuscation.Shaping(),
-		onPadding:  o.OnPadding,
+		queueLen:    c.Connection.SendQueuePackets,
+		queueBytes:  int64(c.Connection.SendQueuePackets) * queuePacketBytes,
+		fec:         c.Connection.FEC(),
+		pathFECKey:  quictun.NewPathFECKey(),
+		shaping:     c.Obfuscation.Shaping(),
+		onPadding:   o.OnPadding,
+		quicWebIdle: cmp.Or(o.QUICWebIdle, 30*time.Second),
 	}
 	if s.dev != nil {
 		s.queues = tundev.Queues(s.dev)
